@@ -1,0 +1,236 @@
+"""The ``remask`` command line.
+
+    remask plugins [--json]            every registered component, its distribution and version
+    remask validate CONFIG [--a.b v]   check a pipeline config (exit 0, or 2 with one line per problem)
+    remask env                         versions and device, to paste into bug reports
+
+User mistakes print one line per problem on stderr and exit with code 2; no traceback. Set
+``REMASK_DEBUG=1`` to see tracebacks anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import ConfigError, RemaskError
+
+__all__ = ["main", "COMMANDS"]
+
+#: subcommand name -> (help, add_arguments, run). Later modules add train, sft, eval, compare...
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, list[str]], int]]] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    def deco(fn: Callable[[argparse.Namespace, list[str]], int]):
+        COMMANDS[name] = (help, add_arguments, fn)
+        return fn
+
+    return deco
+
+
+def _err(line: str) -> None:
+    print(f"remask: error: {line}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins
+# ---------------------------------------------------------------------------------------------
+
+
+def _plugins_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@command("plugins", "list every registered component with its distribution and version", _plugins_args)
+def _plugins(args: argparse.Namespace, extra: list[str]) -> int:
+    from .registry import get_registry
+
+    reg = get_registry()
+    comps = reg.components()
+    problems = reg.all_problems()
+    if args.json:
+        print(json.dumps({
+            "components": [c.as_dict() for c in comps],
+            "problems": [{"plugin": p.plugin, "distribution": p.distribution, "version": p.version,
+                          "message": p.message} for p in problems],
+        }, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="remask components", show_lines=False)
+        for col in ("kind", "name", "distribution", "version", "summary"):
+            table.add_column(col, overflow="fold")
+        for c in comps:
+            table.add_row(c.kind, c.name, c.distribution, c.version, c.summary)
+        Console(width=max(100, Console().width)).print(table)
+    for p in problems:
+        _err(p.line())
+    return 2 if problems else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------------
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline YAML file")
+
+
+def load_cli_config(path: str, extra: list[str]):
+    """Load a config with ``--section.field value`` overrides taken from the leftover arguments."""
+    from .config import load_config, parse_override_args
+
+    overrides = parse_override_args(extra)
+    return load_config(path, overrides)
+
+
+@command("validate", "check a pipeline config without running it", _config_args)
+def _validate(args: argparse.Namespace, extra: list[str]) -> int:
+    from .registry import get_registry
+
+    cfg = load_cli_config(args.config, extra)
+    for p in get_registry().all_problems():
+        _err(f"warning: {p.line()}")
+    steps = f"{cfg.train.max_steps} steps of {cfg.train.prompts_per_step} prompts x {cfg.train.group_size}"
+    selector = f" + {cfg.step_selector.name}" if cfg.step_selector else ""
+    print(
+        f"{args.config}: OK — model {cfg.model.name}, task {cfg.task.name}, sampler {cfg.sampler.name}, "
+        f"objective {cfg.objective.name} ({cfg.advantage.name}{selector}), "
+        f"rewards {', '.join(r.alias or r.name for r in cfg.rewards)}; {steps}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# env
+# ---------------------------------------------------------------------------------------------
+
+
+def env_info() -> dict[str, Any]:
+    """Versions and device description (also written into every run manifest)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for pkg in ("remask", "torch", "transformers", "peft", "accelerate", "pluggy", "pydantic",
+                "datasets", "math-verify", "tensorboard"):
+        info[pkg] = v(pkg)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["device"] = f"cuda x{torch.cuda.device_count()} ({torch.cuda.get_device_name(0)})"
+        else:
+            info["device"] = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    except Exception as exc:  # noqa: BLE001
+        info["device"] = f"unknown ({exc})"
+    from .registry import get_registry
+
+    plugins = {}
+    for c in get_registry().components():
+        plugins.setdefault(f"{c.distribution} {c.version}", set()).add(c.plugin)
+    info["plugins"] = {k: sorted(v) for k, v in sorted(plugins.items())}
+    return info
+
+
+def _env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("env", "print versions and device for bug reports", _env_args)
+def _env(args: argparse.Namespace, extra: list[str]) -> int:
+    info = env_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for k, val in info.items():
+        if isinstance(val, dict):
+            val = "; ".join(f"{d}: {', '.join(p)}" for d, p in val.items())
+        print(f"- {k.ljust(width)}  {val}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_command_modules() -> None:
+    """Import every module of :mod:`remask.commands`; each registers its subcommands."""
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="remask",
+        description="RL post-training for masked diffusion language models.",
+        epilog="Config fields can be overridden after the command: --objective.beta 0.02 --train.max_steps 10",
+    )
+    parser.add_argument("--version", action="version", version=f"remask {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command is None:
+            default = COMMANDS.get("train")
+            if default is None:
+                parser.print_help()
+                return 0
+            args = parser.parse_args(["train", *argv])
+            extra = []
+        _, _, run = COMMANDS[args.command]
+        return int(run(args, extra) or 0)
+    except ConfigError as exc:
+        for line in exc.problems:
+            _err(line)
+        return exc.exit_code
+    except RemaskError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("REMASK_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (this is a remask bug; rerun with REMASK_DEBUG=1 "
+             "for the traceback and report it with the output of `remask env`)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""The pipeline config: YAML in, a validated :class:`PipelineConfig` out.
+
+A pipeline config has one section per stage. Component sections name a registered component and
+carry its parameters next to the name; the component's own pydantic ``Config`` validates them::
+
+    model:     {name: tiny, path: builtin:tiny-arith}
+    task:      {name: arithmetic, digits: 2}
+    sampler:   {name: llada, gen_length: 8, block_length: 8, steps: 8}
+    rewards:   [{name: arithmetic-correct, weight: 1.0}]
+    advantage: {name: group-mean}
+    objective: {name: d1, beta: 0.04}
+    train:     {max_steps: 100, group_size: 8}
+    eval:      {split: test, limit: 500}
+
+Every problem is reported, one line each, as ``FILE: field.path: what is wrong (what is allowed)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .interfaces import ComponentConfig
+from .registry import Registry, get_registry
+
+__all__ = [
+    "ComponentSpec",
+    "RewardSpec",
+    "LoraSettings",
+    "TrainConfig",
+    "EvalConfig",
+    "PipelineConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "parse_override_args",
+    "SECTION_KINDS",
+]
+
+#: pipeline section -> component kind in the registry
+SECTION_KINDS: dict[str, str] = {
+    "model": "model",
+    "task": "task",
+    "sampler": "sampler",
+    "rewards": "reward",
+    "advantage": "advantage",
+    "step_selector": "step_selector",
+    "objective": "objective",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class LoraSettings(_Strict):
+    """PEFT LoRA applied by the engine to the policy; the reference is the adapter disabled."""
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout probability.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+    load_in_4bit: bool = Field(False, description="Quantise the base to NF4 with bitsandbytes (GPU only).")
+
+
+class TrainConfig(_Strict):
+    """Engine settings: everything that is not algorithmic."""
+
+    output_dir: str = Field("runs/remask", description="Run directory: logs, checkpoints, manifest.")
+    seed: int = Field(0, description="Seed of every RNG stream (sampling, likelihood masks, data order).")
+    max_steps: int = Field(100, ge=0, description="Optimizer steps to run.")
+    prompts_per_step: int = Field(4, ge=1, description="Distinct prompts per optimizer step (global, all processes).")
+    group_size: int = Field(8, ge=1, description="G: completions sampled per prompt.")
+    micro_batch_size: int = Field(
+        0, ge=0, description="Rows per forward/backward on each process; 0 means all rows of the process at once."
+    )
+    inner_steps: int = Field(1, ge=1, description="mu: optimizer updates per rollout (PPO-style inner iterations).")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = Field(
+        "constant_with_warmup", description="Learning-rate schedule."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm to this value (None: no clipping).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    dropout: bool = Field(
+        False,
+        description="Train with dropout active. Off by default so that the first inner update's ratio is exactly 1.",
+    )
+    lora: LoraSettings | None = Field(None, description="Train a LoRA adapter instead of all weights.")
+    sync_ref_every: int | None = Field(
+        None, ge=1, description="Without LoRA: copy the policy into the frozen reference every N steps."
+    )
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
+    log_completions: int = Field(4, ge=0, description="Completions printed and written to the table per log step.")
+    save_steps: int = Field(0, ge=0, description="Save a checkpoint every N optimizer steps (0: only at the end).")
+    save_total_limit: int | None = Field(2, ge=1, description="Keep at most this many checkpoints.")
+    report_to: list[Literal["tensorboard"]] = Field(["tensorboard"], description="Experiment trackers.")
+    progress: bool = Field(True, description="Show a progress bar on the main process.")
+    offline_rollouts: str | None = Field(
+        None, description="Train from rollouts stored by `remask rollouts` in this directory instead of sampling."
+    )
+
+
+class EvalConfig(_Strict):
+    """Held-out evaluation with one fixed sampler configuration."""
+
+    split: str = Field("test", description="Task split to evaluate on.")
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N rows of the split.")
+    samples_per_prompt: int = Field(1, ge=1, description="n completions per prompt (pass@k for k = 1..n).")
+    greedy: bool = Field(True, description="Decode greedily (temperature 0) for accuracy.")
+    batch_size: int = Field(64, ge=1, description="Prompts per sampler call.")
+    sampler: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the sampler section for evaluation (e.g. steps)."
+    )
+    gen_lengths: list[int] = Field(default_factory=list, description="Evaluate at several generation lengths.")
+    before_training: bool = Field(False, description="`remask train` evaluates before the first step.")
+    after_training: bool = Field(False, description="`remask train` evaluates after the last step.")
+    every_steps: int = Field(0, ge=0, description="Evaluate every N optimizer steps during training (0: never).")
+    seed: int = Field(1234, description="Seed of the evaluation sampler.")
+
+
+class ComponentSpec(BaseModel):
+    """A component chosen in a config: its registry name and its validated parameters."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    name: str
+    params: ComponentConfig
+
+    def build(self, registry: Registry | None = None, kind: str = "") -> Any:
+        reg = registry or get_registry()
+        cls = reg.get(kind, self.name)
+        return cls(self.params)
+
+    def dump(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params.model_dump(mode="json")}
+
+
+class RewardSpec(ComponentSpec):
+    weight: float = 1.0
+    alias: str | None = None
+
+    def dump(self) -> dict[str, Any]:
+        out = super().dump()
+        out["weight"] = self.weight
+        if self.alias:
+            out["alias"] = self.alias
+        return out
+
+
+class PipelineConfig(BaseModel):
+    """A validated pipeline. Build it with :func:`load_config` or :func:`parse_config`."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model: ComponentSpec
+    task: ComponentSpec
+    sampler: ComponentSpec
+    rewards: list[RewardSpec]
+    advantage: ComponentSpec
+    step_selector: ComponentSpec | None = None
+    objective: ComponentSpec
+    train: TrainConfig
+    eval: EvalConfig
+    source: str = ""
+
+    def dump(self) -> dict[str, Any]:
+        """The fully resolved config as plain data (written to every run directory)."""
+        out: dict[str, Any] = {}
+        for section in ("model", "task", "sampler", "advantage", "step_selector", "objective"):
+            spec = getattr(self, section)
+            if spec is not None:
+                out[section] = spec.dump()
+        out["rewards"] = [r.dump() for r in self.rewards]
+        out["train"] = self.train.model_dump(mode="json")
+        out["eval"] = self.eval.model_dump(mode="json")
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.dump(), sort_keys=False)
+
+    def replace(self, **overrides: Any) -> PipelineConfig:
+        """A new config with dotted-path overrides applied and validated again."""
+        raw = self.dump()
+        apply_overrides(raw, overrides)
+        return parse_config(raw, source=self.source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+
+_TOP_LEVEL = ("model", "task", "sampler", "rewards", "advantage", "step_selector", "objective", "train", "eval")
+_REQUIRED = ("model", "task", "sampler", "rewards", "advantage", "objective")
+
+
+def _loc(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _describe(err: Mapping[str, Any], model: type[BaseModel] | None) -> str:
+    kind = err.get("type", "")
+    msg = err.get("msg", "invalid value")
+    if kind == "extra_forbidden" and model is not None:
+        allowed = ", ".join(model.model_fields) or "(no fields)"
+        return f"unknown field; allowed fields: {allowed}"
+    if kind == "missing":
+        return "required field is missing"
+    got = err.get("input")
+    if kind not in ("missing",) and got is not None and not isinstance(got, (dict, list)):
+        return f"{msg} (got {got!r})"
+    return msg
+
+
+def _validation_lines(exc: ValidationError, prefix: Sequence[Any], model: type[BaseModel] | None) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = list(prefix) + list(err.get("loc", ()))
+        sub_model = model
+        # Only the top-level model's field list is suggested; nested errors keep pydantic's text.
+        if len(err.get("loc", ())) > 1:
+            sub_model = None
+        lines.append(f"{_loc(loc)}: {_describe(err, sub_model)}")
+    return lines
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_component(
+    section: str, raw: Any, registry: Registry, problems: list[str], path: list[Any], *, reward: bool = False
+) -> ComponentSpec | None:
+    kind = SECTION_KINDS[section]
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{_loc(path)}: expected a mapping with a `name` key (got {type(raw).__name__})")
+        return None
+    params = dict(raw)
+    name = params.pop("name", None)
+    if not isinstance(name, str) or not name:
+        known = ", ".join(registry.names(kind)) or "(none registered)"
+        problems.append(f"{_loc(path + ['name'])}: required; name a registered {kind}: {known}")
+        return None
+    extra: dict[str, Any] = {}
+    if reward:
+        for key in ("weight", "alias"):
+            if key in params:
+                extra[key] = params.pop(key)
+        if "weight" in extra and not isinstance(extra["weight"], (int, float)):
+            problems.append(f"{_loc(path + ['weight'])}: must be a number (got {extra['weight']!r})")
+            return None
+    if name not in registry.names(kind):
+        known = registry.names(kind)
+        problems.append(
+            f"{_loc(path + ['name'])}: unknown {kind} {name!r}{_suggest(name, known)}; "
+            f"known: {', '.join(known) or '(none registered)'}"
+        )
+        return None
+    cls = registry.get(kind, name)
+    try:
+        validated = cls.Config.model_validate(params)
+    except ValidationError as exc:
+        problems.extend(_validation_lines(exc, path, cls.Config))
+        return None
+    if reward:
+        return RewardSpec(name=name, params=validated, **extra)
+    return ComponentSpec(name=name, params=validated)
+
+
+def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | None = None) -> PipelineConfig:
+    """Validate plain data (as loaded from YAML). Raises :class:`ConfigError` listing every problem."""
+    reg = registry or get_registry()
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"{source}: the config must be a mapping of sections (got {type(raw).__name__})"])
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.append(f"{key}: unknown section{_suggest(str(key), _TOP_LEVEL)}; sections: {', '.join(_TOP_LEVEL)}")
+    for key in _REQUIRED:
+        if key not in raw or raw[key] is None:
+            problems.append(f"{key}: required section is missing")
+    built: dict[str, Any] = {}
+    for section in ("model", "task", "sampler", "advantage", "objective", "step_selector"):
+        if raw.get(section) is not None:
+            built[section] = _parse_component(section, raw[section], reg, problems, [section])
+    rewards_raw = raw.get("rewards")
+    if rewards_raw is not None:
+        if isinstance(rewards_raw, (str, Mapping)):
+            rewards_raw = [rewards_raw]
+        if not isinstance(rewards_raw, list) or not rewards_raw:
+            problems.append("rewards: must be a non-empty list of {name, weight, ...}")
+        else:
+            specs = [
+                _parse_component("rewards", r, reg, problems, ["rewards", i], reward=True)
+                for i, r in enumerate(rewards_raw)
+            ]
+            labels = [s.alias or s.name for s in specs if s is not None]
+            dupes = sorted({x for x in labels if labels.count(x) > 1})
+            if dupes:
+                problems.append(f"rewards: {', '.join(dupes)} listed twice; give repeats distinct `alias` values")
+            built["rewards"] = specs
+    for section, model in (("train", TrainConfig), ("eval", EvalConfig)):
+        try:
+            built[section] = model.model_validate(raw.get(section) or {})
+        except ValidationError as exc:
+            problems.extend(_validation_lines(exc, [section], model))
+    if not problems:
+        problems.extend(_check_batch_arithmetic(built))
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return PipelineConfig(source=source, **built)
+
+
+def _check_batch_arithmetic(built: Mapping[str, Any], num_processes: int = 1) -> list[str]:
+    train: TrainConfig = built["train"]
+    return check_batch_arithmetic(train, num_processes=num_processes,
+                                  whole_groups=_objective_needs_groups(built.get("objective")))
+
+
+def _objective_needs_groups(spec: ComponentSpec | None) -> bool:
+    if spec is None:
+        return False
+    try:
+        cls = get_registry().get("objective", spec.name)
+    except Exception:  # noqa: BLE001
+        return False
+    return bool(getattr(cls, "requires_whole_groups", False))
+
+
+def check_batch_arithmetic(train: TrainConfig, *, num_processes: int = 1, whole_groups: bool = False) -> list[str]:
+    """Problems with the batch layout, each listing the values that would work.
+
+    Rows per step = prompts_per_step x group_size must split evenly over processes without cutting
+    a group, and each process's rows must split evenly into micro-batches (of whole groups when the
+    objective compares completions of one prompt).
+    """
+    problems = []
+    g = train.group_size
+    if train.prompts_per_step % num_processes:
+        valid = [n for n in range(num_processes, 4 * num_processes + 1, num_processes)]
+        problems.append(
+            f"train.prompts_per_step: {train.prompts_per_step} prompts cannot be split over {num_processes} "
+            f"processes with whole groups on each; use a multiple of {num_processes} (e.g. {valid})"
+        )
+        return problems
+    rows = train.prompts_per_step // num_processes * g
+    mb = train.micro_batch_size
+    if mb:
+        unit = g if whole_groups else 1
+        valid = [d for d in range(1, rows + 1) if rows % d == 0 and d % unit == 0]
+        if rows % mb or mb % unit:
+            why = " and a multiple of group_size (this objective compares rows of one group)" if whole_groups else ""
+            problems.append(
+                f"train.micro_batch_size: {mb} does not divide the {rows} rows per process "
+                f"(prompts_per_step {train.prompts_per_step} x group_size {g} / {num_processes} processes){why}; "
+                f"valid values: {valid}"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted paths in ``raw`` (``objective.beta``, ``rewards.0.weight``), in place."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list):
+                try:
+                    node = node[int(part)]
+                except (ValueError, IndexError):
+                    raise ConfigError([f"--{dotted}: {part!r} is not an index of {'.'.join(parts[:i]) or 'config'}"]) from None
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError([f"--{dotted}: {'.'.join(parts[:i])} is not a section"])
+            if node.get(part) is None:
+                node[part] = [] if nxt.isdigit() else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            try:
+                node[int(last)] = value
+            except (ValueError, IndexError):
+                raise ConfigError([f"--{dotted}: {last!r} is not an index"]) from None
+        else:
+            node[last] = value
+    return raw
+
+
+def parse_override_args(args: Sequence[str]) -> dict[str, Any]:
+    """``["--objective.beta", "0.02", "--train.max_steps=5"]`` -> ``{"objective.beta": 0.02, ...}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise ConfigError([f"unexpected argument {arg!r}; overrides look like --section.field VALUE"])
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError([f"--{key}: missing value"])
+            value = args[i + 1]
+            i += 2
+        if "." not in key and key not in _TOP_LEVEL:
+            raise ConfigError([f"--{key}: overrides name a field path such as --objective.beta"])
+        out[key] = _coerce(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Load YAML, turning syntax errors into one line with file, line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError([f"{where}: malformed YAML: {what}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: malformed YAML: {exc}"]) from None
+
+
+def load_config(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, *, registry: Registry | None = None
+) -> PipelineConfig:
+    """Read, override and validate a pipeline YAML file."""
+    raw = read_yaml(path)
+    if raw is None:
+        raise ConfigError([f"{path}: the file is empty"])
+    raw = copy.deepcopy(raw)
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{path}: the config must be a mapping of sections"])
+        apply_overrides(raw, overrides)
+    return parse_config(raw, source=str(path), registry=registry)

@@ -1,0 +1,322 @@
+"""The component interfaces every plugin implements.
+
+Each component is a class with
+
+* ``name``: the registry name used in pipeline configs (``objective: {name: grpo}``);
+* ``Config``: a pydantic model (``extra="forbid"``, a description on every field) validating the
+  component's section of the pipeline config;
+* a constructor taking one instance of that ``Config``.
+
+The engine builds components from config and calls them in the order of DESIGN.md:
+sample -> reward -> select steps -> advantages -> objective -> optimizer. Nothing here knows any
+particular algorithm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from .records import Example, LossOutput, PromptBatch, Rewards, Rollout, StepSelection
+
+__all__ = [
+    "ComponentConfig",
+    "Component",
+    "DiffusionModel",
+    "ModelOutput",
+    "Sampler",
+    "RewardModel",
+    "StepSelector",
+    "AdvantageEstimator",
+    "PolicyObjective",
+    "Task",
+    "StepContext",
+    "COMPONENT_KINDS",
+]
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's config model: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class Component(ABC):
+    """Common shape of every registered component."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: ComponentConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+
+# ---------------------------------------------------------------------------------------------
+# Model adapter
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelOutput:
+    """Output of :meth:`DiffusionModel.forward`."""
+
+    logits: Tensor  # [B, S, V]; position i predicts token i (any AR shift already undone)
+    hidden_states: Tensor | None = None  # [B, S, H] last hidden states, when asked for
+    past_key_values: Any = None  # prefix KV cache, when asked for and supported
+
+
+class DiffusionModel(Component):
+    """Adapter over a Hugging Face mask predictor (LLaDA, Dream, the built-in tiny model, ...).
+
+    Attributes the engine and the algorithms rely on:
+
+    * ``mask_token_id``, ``eos_token_id``, ``pad_token_id``, ``tokenizer``;
+    * ``module``: the trainable ``nn.Module`` (possibly PEFT-wrapped);
+    * ``supports_4d_mask``: ``forward`` accepts a ``[B, 1, S, S]`` bool attention mask
+      (True = may attend), needed for dTRPO's single block-causal pass;
+    * ``supports_kv_cache``: ``forward`` accepts and returns a prefix KV cache (Fast-dLLM);
+    * ``nfe``: forward passes run so far (every call of :meth:`forward` adds one).
+    """
+
+    mask_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    tokenizer: Any
+    module: nn.Module
+    supports_4d_mask: ClassVar[bool] = False
+    supports_kv_cache: ClassVar[bool] = False
+
+    def __init__(self, config: ComponentConfig | None = None) -> None:
+        super().__init__(config)
+        self.nfe = 0
+
+    @abstractmethod
+    def forward(
+        self,
+        input_ids: Tensor,  # [B, S] long
+        attention_mask: Tensor | None = None,  # [B, S] bool padding mask, or [B, 1, S, S] bool
+        *,
+        position_ids: Tensor | None = None,  # [B, S] long
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+    ) -> ModelOutput:
+        """One forward pass of the mask predictor. Implementations add 1 to ``self.nfe``."""
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Shorthand for ``forward(...).logits``. # [B, S, V]"""
+        return self.forward(input_ids, attention_mask, **kwargs).logits
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Run as the reference policy: the base network without the LoRA adapter.
+
+        Adapters without PEFT wrapping raise, so that nobody mistakes the policy for the reference.
+        """
+        raise RuntimeError(f"model adapter {self.name!r} has no adapter to disable")
+        yield  # pragma: no cover
+
+    @property
+    def has_adapter(self) -> bool:
+        return False
+
+    # Text helpers: every adapter has a tokenizer; these keep the rendering rule in one place.
+    def render_prompt(self, example: Example) -> str:
+        """Prompt text for an example: chat template when there is one, then the prefill."""
+        tok = self.tokenizer
+        prompt = example.prompt
+        if isinstance(prompt, str):
+            text = prompt
+            if getattr(tok, "chat_template", None):
+                text = tok.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+        else:
+            messages = [dict(m) for m in prompt]
+            if getattr(tok, "chat_template", None):
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            else:
+                text = "\n".join(m["content"] for m in messages)
+        return text + example.prefill
+
+    def decode(self, completion_ids: Tensor, completion_mask: Tensor) -> list[str]:
+        """Decode completions up to (not including) the first EOS, special tokens skipped."""
+        texts = []
+        eos = self.eos_token_id
+        for ids, keep in zip(completion_ids.tolist(), completion_mask.tolist()):
+            kept = [t for t, k in zip(ids, keep) if k and t != eos and t != self.mask_token_id]
+            texts.append(self.tokenizer.decode(kept, skip_special_tokens=True))
+        return texts
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline stages
+# ---------------------------------------------------------------------------------------------
+
+
+class Sampler(Component):
+    """Generates completions and records how they were unmasked (a :class:`Rollout`)."""
+
+    @abstractmethod
+    def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
+        """Decode every row of ``prompts``. The same ``generator`` state gives the same rollout."""
+
+
+class RewardModel(Component):
+    """Scores completions. Model output never raises: bad output scores 0 with a reason."""
+
+    @abstractmethod
+    def score(
+        self,
+        *,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        references: Sequence[Mapping[str, Any]],
+    ) -> Rewards:
+        """Per-row rewards; ``None``/NaN means "cannot judge". Use ``Rewards.from_scores``."""
+
+    def close(self) -> None:
+        """Release worker pools or sandboxes. Called once when the run ends."""
+
+
+class StepSelector(Component):
+    """Chooses the sampler steps an objective trains on (EGSPO, dTRPO)."""
+
+    @abstractmethod
+    def select(self, rollout: Rollout, generator: torch.Generator) -> StepSelection:
+        """Return ``steps [B, K]`` (and validity / weights) for every row of ``rollout``."""
+
+
+class AdvantageEstimator(Component):
+    """Turns rewards (and optionally intermediate rewards) into advantages."""
+
+    @abstractmethod
+    def estimate(
+        self,
+        *,
+        rollout: Rollout,
+        rewards: Rewards,
+        selection: StepSelection | None,
+        context: StepContext,
+    ) -> Tensor:
+        """Advantages ``[B]`` or ``[B, K]`` (one per selected step)."""
+
+
+class PolicyObjective(Component):
+    """The algorithm's loss.
+
+    The engine calls :meth:`prepare` once per micro-batch of a fresh rollout (no grad: old-policy and
+    reference quantities, seeded masks) and then :meth:`loss` once per inner update (``inner_step``
+    0..mu-1) with gradients enabled. ``prepare`` returns any object; the engine hands it back to
+    ``loss`` untouched.
+
+    An objective that owns trainable parameters of its own (TraFL's log-partition head) returns them
+    from :meth:`extra_modules`; the engine puts them in the optimizer (with the learning rate from
+    :meth:`extra_param_groups` if given), moves them to the device and checkpoints them.
+    """
+
+    #: True when a loss needs all G rows of a group in the same micro-batch (pairwise objectives).
+    requires_whole_groups: ClassVar[bool] = False
+    #: True when the objective needs the reference policy (the engine then keeps one).
+    uses_reference: ClassVar[bool] = True
+
+    @abstractmethod
+    def prepare(
+        self,
+        *,
+        rollout: Rollout,
+        advantages: Tensor,  # [B] or [B, K]
+        selection: StepSelection | None,
+        context: StepContext,
+    ) -> Any:
+        """Compute once-per-rollout quantities for this micro-batch (under ``torch.no_grad``)."""
+
+    @abstractmethod
+    def loss(self, state: Any, *, inner_step: int, context: StepContext) -> LossOutput:
+        """The loss of one inner update on the micro-batch that ``state`` was prepared for."""
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules the objective owns besides the policy (name -> module)."""
+        return {}
+
+    def extra_param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for :meth:`extra_modules` (default: the policy's lr)."""
+        return [{"params": [p for m in self.extra_modules().values() for p in m.parameters()]}]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Objective state to checkpoint besides ``extra_modules`` (counters, schedules)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class Task(Component):
+    """A source of prompts with per-row references, split into train and test.
+
+    ``examples(split)`` returns the rows (deterministic for a given config). ``is_correct`` is the
+    task's evaluation parser (spec algorithms.md §5): it decides accuracy, independently of the
+    training rewards.
+    """
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    @abstractmethod
+    def examples(self, split: str) -> Sequence[Example]:
+        """All rows of ``split`` in a fixed order."""
+
+    @abstractmethod
+    def is_correct(self, completion: str, reference: Mapping[str, Any]) -> float:
+        """Evaluation score of one completion in [0, 1] (1 = correct). Never raises."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What the engine hands to estimators and objectives
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepContext:
+    """Engine services available to advantage estimators and objectives during one update.
+
+    ``reference`` is ``None`` when no objective asked for it. ``score`` runs the pipeline's reward
+    models (weighted, like the final reward) on arbitrary texts for the given prompt rows: EGSPO-SA
+    uses it for intermediate rewards. ``generator`` is the likelihood-mask stream: objectives draw
+    every random mask from it and never touch the global RNG.
+    """
+
+    policy: DiffusionModel
+    reference: DiffusionModel | None
+    generator: torch.Generator
+    score: Callable[[PromptBatch, Sequence[str]], Rewards]
+    global_step: int = 0
+    inner_steps: int = 1
+    group_size: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+
+#: kind name (as used in configs, the registry and ``remask plugins``) -> interface class
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "model": DiffusionModel,
+    "sampler": Sampler,
+    "reward": RewardModel,
+    "step_selector": StepSelector,
+    "advantage": AdvantageEstimator,
+    "objective": PolicyObjective,
+    "task": Task,
+}

@@ -1,0 +1,1 @@
+"""remask_code: built-in remask plugin."""

@@ -1,0 +1,1 @@
+"""remask_diffusion: built-in remask plugin."""

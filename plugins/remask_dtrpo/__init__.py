@@ -1,0 +1,1 @@
+"""remask_dtrpo: built-in remask plugin."""

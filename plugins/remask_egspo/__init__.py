@@ -1,0 +1,1 @@
+"""remask_egspo: built-in remask plugin."""

@@ -1,0 +1,1 @@
+"""remask_grpo: built-in remask plugin."""

@@ -1,0 +1,1 @@
+"""remask_math: built-in remask plugin."""

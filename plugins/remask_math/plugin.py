@@ -1,0 +1,5 @@
+"""Entry point of the remask_math plugin: registers its components with remask."""
+
+from __future__ import annotations
+
+import remask

@@ -1,0 +1,1 @@
+"""remask_trafl: built-in remask plugin."""
