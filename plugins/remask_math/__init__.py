@@ -1,1 +1,1 @@
-"""remask_math: built-in remask plugin."""
+"""remask_math: math, countdown and sudoku verifiers, format rewards and synthetic tasks."""
