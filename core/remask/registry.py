@@ -33,6 +33,7 @@ from .interfaces import COMPONENT_KINDS, Component
 __all__ = ["Registry", "ComponentInfo", "PluginProblem", "get_registry", "reset_registry", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "remask"
+BUILTIN_DISTRIBUTION = "remask"
 
 #: kind -> the register_* hook that declares it
 HOOK_FOR_KIND: dict[str, str] = {
@@ -174,7 +175,11 @@ class Registry:
             caller = getattr(self.pm.hook, hook_name)
             # Call each implementation on its own, so that every registration is attributed to
             # its plugin and one raising plugin does not hide the others.
-            for impl in reversed(caller.get_hookimpls()):
+            # Registration order, built-in plugins (distribution "remask") first, so that a third
+            # party can never shadow a built-in name by sorting earlier.
+            impls = sorted(caller.get_hookimpls(),
+                           key=lambda i: self._origin.get(i.plugin_name, ("", ""))[0] != BUILTIN_DISTRIBUTION)
+            for impl in impls:
                 plugin_name = impl.plugin_name
                 dist, version = self._origin.get(plugin_name, ("", ""))
 
@@ -197,7 +202,9 @@ class Registry:
         def refuse(msg: str) -> None:
             self.problems.append(PluginProblem(plugin, dist, version, f"registered {msg}"))
 
-        label = getattr(cls, "__qualname__", repr(cls))
+        label = getattr(cls, "__name__", repr(cls))
+        if isinstance(getattr(cls, "name", None), str):
+            label = f"{cls.name!r} ({label})"
         if not (inspect.isclass(cls) and issubclass(cls, interface)):
             refuse(f"{label} as a {kind}, but it is not a subclass of remask.{interface.__name__}")
             return
