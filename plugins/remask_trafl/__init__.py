@@ -1,1 +1,1 @@
-"""remask_trafl: built-in remask plugin."""
+"""remask_trafl: TraFL (trajectory flow balancing) for masked diffusion LMs, as a remask plugin."""
