@@ -1,1 +1,1 @@
-"""remask_grpo: built-in remask plugin."""
+"""remask_grpo: GRPO and d1 / diffu-GRPO objectives and group-relative advantage estimators."""
