@@ -1,0 +1,1 @@
+"""remask-template: a minimal third-party remask plugin to copy from."""
