@@ -1,1 +1,1 @@
-"""remask_dtrpo: built-in remask plugin."""
+"""remask_dtrpo: dTRPO (trajectory reduction policy optimization) as a remask plugin."""
