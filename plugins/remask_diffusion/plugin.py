@@ -1,5 +1,13 @@
-"""Entry point of the remask_diffusion plugin: registers its components with remask."""
+"""Entry point of the remask_diffusion plugin: model adapters (`tiny`, `llada`, `dream`) and
+samplers (`llada`, `dream`, `fast-dllm`)."""
 
 from __future__ import annotations
 
 import remask
+
+from .tiny import TinyDiffusionModel
+
+
+@remask.hookimpl
+def register_models(register):
+    register(TinyDiffusionModel)
