@@ -370,8 +370,10 @@ class HFDiffusionModel(DiffusionModel):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations during backward (non-reentrant, works with PEFT and frozen bases)."""
         base = self.base_module
-        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base.config, "use_cache"):
             base.config.use_cache = False
 
