@@ -171,13 +171,11 @@ def test_case26_span_modes_and_determinism():
     assert completion_span(completion_mask, "all").all()
     a = complementary_masks(completion_mask, 2, torch.Generator().manual_seed(5))
     b = complementary_masks(completion_mask, 2, torch.Generator().manual_seed(5))
-    c = complementary_masks(completion_mask, 2, torch.Generator().manual_seed(6))
     assert torch.equal(a, b)
     assert not (a & ~completion_mask).any()
     long_span = torch.ones(8, 12, dtype=torch.bool)
     assert not torch.equal(complementary_masks(long_span, 2, torch.Generator().manual_seed(5)),
                            complementary_masks(long_span, 2, torch.Generator().manual_seed(6)))
-    del c
     with pytest.raises(ValueError, match="span mode"):
         completion_span(completion_mask, "prefix")
 
