@@ -52,6 +52,11 @@ def register_tasks(register: Any) -> None:
 
 
 @hookspec
+def register_likelihood_estimators(register: Any) -> None:
+    """Register likelihood(-ratio) estimators (subclasses of ``remask.LikelihoodEstimator``)."""
+
+
+@hookspec
 def after_rollout(rollout: Any, rewards: Any, step: int) -> None:
     """Called on every process after a rollout has been sampled and scored."""
 

@@ -37,6 +37,7 @@ __all__ = [
     "AdvantageEstimator",
     "PolicyObjective",
     "Task",
+    "LikelihoodEstimator",
     "StepContext",
     "COMPONENT_KINDS",
 ]
@@ -281,6 +282,32 @@ class Task(Component):
         """Evaluation score of one completion in [0, 1] (1 = correct). Never raises."""
 
 
+class LikelihoodEstimator(Component):
+    """Estimates the log-ratio ``log π_θ(τ|x) − log π_ref(τ|x)`` of sampled completions.
+
+    Objectives use such estimators internally (d1's one-step estimate, dTRPO's reduced trajectory
+    estimate, TraFL's masked surrogate, ELBO Monte Carlo); registering them separately lets
+    ``remask diagnose`` measure every one's bias and variance against the exact trajectory
+    log-ratio computed by brute force, without knowing any algorithm.
+
+    ``scale`` says what one draw estimates: ``"trajectory"`` (the sum over every committed token of
+    the recorded trajectory), or ``"per_token"`` (that sum divided by the completion length).
+    """
+
+    scale: ClassVar[str] = "trajectory"
+
+    @abstractmethod
+    def log_ratio(
+        self,
+        *,
+        policy: DiffusionModel,
+        reference: DiffusionModel,
+        rollout: Rollout,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """One random draw of the estimate for every row. # [B]"""
+
+
 # ---------------------------------------------------------------------------------------------
 # What the engine hands to estimators and objectives
 # ---------------------------------------------------------------------------------------------
@@ -319,4 +346,5 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "advantage": AdvantageEstimator,
     "objective": PolicyObjective,
     "task": Task,
+    "likelihood": LikelihoodEstimator,
 }

@@ -44,6 +44,7 @@ HOOK_FOR_KIND: dict[str, str] = {
     "reward": "register_rewards",
     "step_selector": "register_step_selectors",
     "task": "register_tasks",
+    "likelihood": "register_likelihood_estimators",
 }
 
 C = TypeVar("C", bound=Component)

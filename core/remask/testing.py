@@ -25,6 +25,7 @@ from .interfaces import (
     Component,
     ComponentConfig,
     DiffusionModel,
+    LikelihoodEstimator,
     ModelOutput,
     PolicyObjective,
     RewardModel,
@@ -342,6 +343,15 @@ def check_component(cls: type[Component], config: ComponentConfig | None = None,
                 problems.append("loss has no gradient into the policy")
         else:
             problems.append("loss does not require grad")
+    elif isinstance(inst, LikelihoodEstimator):
+        _, ro = fake_rollout()
+        ctx = fake_context(fake)
+        est = inst.log_ratio(policy=fake, reference=fake, rollout=ro, generator=torch.Generator().manual_seed(0))
+        if est.shape != (ro.batch_size,) or not torch.isfinite(est).all():
+            problems.append("log_ratio must return one finite value per row")
+        elif est.abs().max() > 1e-4:
+            problems.append("log_ratio of a model against itself must be 0")
+        del ctx
     elif isinstance(inst, Task):
         for split in inst.splits[:2]:
             rows = inst.examples(split)
@@ -359,6 +369,7 @@ class _InlinePlugin:
         "model": "register_models", "sampler": "register_samplers", "reward": "register_rewards",
         "step_selector": "register_step_selectors", "advantage": "register_advantage_estimators",
         "objective": "register_objectives", "task": "register_tasks",
+        "likelihood": "register_likelihood_estimators",
     }
 
 

@@ -93,4 +93,21 @@ def test_registration_hooks_each_register_their_kind():
     assert set(HOOK_FOR_KIND.values()) == {
         "register_models", "register_samplers", "register_rewards", "register_tasks",
         "register_objectives", "register_advantage_estimators", "register_step_selectors",
+        "register_likelihood_estimators",
     }
+
+
+def test_register_likelihood_estimators():
+    import torch
+    from remask import LikelihoodEstimator
+    from remask.testing import plugin_of
+
+    class Zero(LikelihoodEstimator):
+        name = "zero-ratio"
+
+        def log_ratio(self, *, policy, reference, rollout, generator):
+            return torch.zeros(rollout.batch_size)
+
+    reg = Registry()
+    reg.register_plugin(plugin_of(Zero), name="lik")
+    assert reg.names("likelihood") == ["zero-ratio"]

@@ -82,6 +82,14 @@ def config_reference(builtin_only: bool = False) -> str:
         for c in comps:
             lines += [f"### `{c.name}` — {c.summary or c.cls.__name__}", "", f"From `{c.distribution}`.", ""]
             lines += _table(c.cls.Config)
+    comps = [c for c in reg.components("likelihood")
+             if not builtin_only or c.distribution == BUILTIN_DISTRIBUTION]
+    lines += ["## Likelihood estimators (`remask diagnose`)", ""]
+    for c in comps:
+        lines += [f"### `{c.name}` — {c.summary or c.cls.__name__}", "", f"From `{c.distribution}`.", ""]
+        lines += _table(c.cls.Config)
+    if not comps:
+        lines += ["_None registered._", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,0 +1,1 @@
+"""The shared evaluation and comparison harness (``remask eval``, ``remask compare``)."""
