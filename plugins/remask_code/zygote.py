@@ -1,0 +1,580 @@
+"""The fork server that runs INSIDE one sandbox (never imported by the trusted parent).
+
+The parent (``sandbox.py``) reads this file as text and starts it with
+``python3 -I -S -B -c <this source> <control fd> <in pid namespace: 0|1>`` inside bubblewrap as an
+unprivileged uid. It pre-imports the common standard library once, then serves jobs one at a time:
+
+* a job arrives on the control socket as a frame ``'J' id length`` (with three pipe write ends
+  attached by SCM_RIGHTS: stdout, stderr, result channel) followed by a JSON body;
+* the zygote forks one child per job: new session (process group), fresh work dir under /tmp,
+  rlimits, stdio on the parent's pipes; the child runs the untrusted program in one of three modes
+  (``calls``, ``io``, ``tests``) and ends with ``os._exit`` (atexit hooks and non-daemon threads
+  never run);
+* the zygote waits with a wall-clock deadline (pidfd + select), kills the process group when it
+  expires or when the parent asks (frame ``'K' id``), then sweeps every other process of the pid
+  namespace (``kill(-1, SIGKILL)``), wipes /tmp and /dev/shm, and replies with one JSON line.
+
+Everything the parent scores comes from the pipes it holds itself; the zygote's reply only adds the
+exit status and the reason a job was stopped. The zygote makes itself non-dumpable, so a job (same
+uid) cannot ptrace it or open its file descriptors through /proc.
+"""
+
+import ast
+import builtins
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import types
+
+_PRELOAD = (
+    "abc", "array", "bisect", "cmath", "collections", "copy", "dataclasses", "datetime",
+    "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "io", "itertools", "json",
+    "math", "operator", "queue", "random", "re", "statistics", "string", "textwrap", "traceback",
+    "typing", "unicodedata",
+)
+
+_FRAME = struct.Struct("!cxxxIQ")  # kind ('J' job, 'K' kill), job id, body length
+_REPLY = struct.Struct("!Q")
+
+
+# ---------------------------------------------------------------------------------------------
+# Values crossing the result channel: plain builtins only, tagged JSON (never pickle, never repr)
+# ---------------------------------------------------------------------------------------------
+
+
+def _make_encoder():
+    """Build the result encoder from references captured before any untrusted code runs."""
+    _type, _len, _list, _str, _float_hex = type, len, list, str, float.hex
+    _int_hex = int.__format__
+    _bytes_hex = bytes.hex
+    NoneType = _type(None)
+
+    def encode(value, depth=0, budget=None):
+        if budget is None:
+            budget = [200_000]
+        budget[0] -= 1
+        if depth > 64 or budget[0] < 0:
+            raise ValueError("result too deep or too large")
+        t = _type(value)
+        if t is NoneType or t is bool or t is _str:
+            return value
+        if t is int:
+            return {"i": _int_hex(value, "x")}
+        if t is float:
+            return {"f": _float_hex(value)}
+        if t is complex:
+            return {"c": [_float_hex(value.real), _float_hex(value.imag)]}
+        if t is bytes:
+            return {"b": _bytes_hex(value)}
+        if t is _list:
+            return [encode(v, depth + 1, budget) for v in value]
+        if t is tuple:
+            return {"t": [encode(v, depth + 1, budget) for v in value]}
+        if t is set:
+            return {"s": [encode(v, depth + 1, budget) for v in value]}
+        if t is frozenset:
+            return {"fs": [encode(v, depth + 1, budget) for v in value]}
+        if t is dict:
+            return {"d": [[encode(k, depth + 1, budget), encode(v, depth + 1, budget)]
+                          for k, v in value.items()]}
+        raise TypeError("not a plain builtin value")
+
+    return encode
+
+
+def _make_plain_check():
+    """``plain(x)``: True iff x is built only from builtin literal types (no user classes)."""
+    _type = type
+    scalar = (type(None), bool, int, float, complex, str, bytes)
+    containers = (list, tuple, set, frozenset)
+
+    def plain(value, depth=0):
+        if depth > 64:
+            return False
+        t = _type(value)
+        if t in scalar:
+            return True
+        if t in containers:
+            return all(plain(v, depth + 1) for v in value)
+        if t is dict:
+            return all(plain(k, depth + 1) and plain(v, depth + 1) for k, v in value.items())
+        return False
+
+    return plain
+
+
+def _make_checked_ops(plain):
+    """The helpers the trusted AST rewrite of assert statements calls (tests mode)."""
+    import operator as _op
+
+    ops = {"Eq": _op.eq, "NotEq": _op.ne, "Lt": _op.lt, "LtE": _op.le, "Gt": _op.gt, "GtE": _op.ge,
+           "In": lambda a, b: a in b, "NotIn": lambda a, b: a not in b,
+           "Is": _op.is_, "IsNot": _op.is_not}
+    _bool = bool
+
+    def cmp(name, left, right):
+        if not (plain(left) and plain(right)):
+            raise AssertionError("comparison of a value that is not a plain builtin")
+        return _bool(ops[name](left, right))
+
+    def truth(value):
+        if not plain(value):
+            raise AssertionError("truth value of a value that is not a plain builtin")
+        return _bool(value)
+
+    return cmp, truth
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: one untrusted program
+# ---------------------------------------------------------------------------------------------
+
+
+def _writer(fd):
+    _write = os.write
+    _dumps = json.dumps
+
+    def emit(obj):
+        data = (_dumps(obj) + "\n").encode("utf-8", "surrogatepass")
+        while data:
+            n = _write(fd, data)
+            data = data[n:]
+
+    return emit
+
+
+def _error_name(exc):
+    try:
+        name = type.__dict__["__name__"].__get__(type(exc))
+        return str(name)[:80]
+    except BaseException:  # noqa: BLE001 - anything odd is just "error"
+        return "error"
+
+
+def _flush_stdio(saved):
+    for stream in (sys.stdout, sys.stderr, *saved):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+def _load_solution(code_text, module_name):
+    mod = types.ModuleType(module_name)
+    mod.__file__ = "solution.py"
+    sys.modules[module_name] = mod
+    code = compile(code_text, "solution.py", "exec")
+    exec(code, mod.__dict__)
+    return mod
+
+
+def _run_calls(job, rfd):
+    """Mode (b): run the solution, call ``fn`` on each literal argument list, return literals."""
+    emit = _writer(rfd)
+    encode = _make_encoder()
+    literal_eval = ast.literal_eval
+    cases = []
+    for args_src, kwargs_src in job["cases"]:
+        cases.append((literal_eval(args_src), literal_eval(kwargs_src)))
+    saved = (sys.stdout, sys.stderr)
+    try:
+        mod = _load_solution(job["code"], "solution")
+    except BaseException as exc:  # noqa: BLE001
+        emit({"k": "load", "error": _error_name(exc)})
+        _flush_stdio(saved)
+        os._exit(0)
+    emit({"k": "load"})
+    fn = mod.__dict__.get(job["fn"])
+    if not callable(fn):
+        emit({"k": "missing"})
+        os._exit(0)
+    for i, (args, kwargs) in enumerate(cases):
+        try:
+            value = fn(*args, **kwargs)
+            record = {"k": "r", "i": i, "v": encode(value)}
+        except BaseException as exc:  # noqa: BLE001 - SystemExit inside a call fails that call
+            record = {"k": "r", "i": i, "error": _error_name(exc)}
+        emit(record)
+    emit({"k": "end"})
+    _flush_stdio(saved)
+    os._exit(0)
+
+
+def _run_io(job):
+    """Mode (c): run the program as ``__main__`` on the stdin the zygote attached."""
+    saved = (sys.stdout, sys.stderr)
+    rc = 0
+    try:
+        code = compile(job["code"], "solution.py", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": builtins, "__file__": "solution.py"})
+    except SystemExit as exc:
+        try:
+            rc = 0 if exc.code is None or exc.code == 0 else 1
+        except BaseException:  # noqa: BLE001
+            rc = 1
+    except BaseException as exc:  # noqa: BLE001
+        rc = 1
+        try:
+            os.write(2, ("error: " + _error_name(exc) + "\n").encode())
+        except BaseException:  # noqa: BLE001
+            pass
+    _flush_stdio(saved)
+    os._exit(rc)
+
+
+def _run_tests(job, rfd):
+    """Mode (a): in-process assert tests, with builtins restored after the solution ran and every
+    assert rewritten (by the parent) to compare plain builtin values only."""
+    emit = _writer(rfd)
+    nonce = job.pop("nonce")
+    plain = _make_plain_check()
+    cmp, truth = _make_checked_ops(plain)
+    snapshot = dict(builtins.__dict__)
+    _compile, _exec = compile, exec
+    saved = (sys.stdout, sys.stderr)
+    try:
+        mod = _load_solution(job["code"], "solution")
+    except BaseException as exc:  # noqa: BLE001
+        emit({"k": "load", "error": _error_name(exc), "n": nonce})
+        _flush_stdio(saved)
+        os._exit(0)
+    bdict = builtins.__dict__
+    bdict.clear()
+    bdict.update(snapshot)
+    ns = mod.__dict__
+    ns["__remask_cmp"] = cmp
+    ns["__remask_truth"] = truth
+    try:
+        _exec(_compile(job["setup"], "tests.py", "exec"), ns)
+    except BaseException as exc:  # noqa: BLE001
+        emit({"k": "setup", "error": _error_name(exc), "n": nonce})
+        _flush_stdio(saved)
+        os._exit(0)
+    for i, unit in enumerate(job["units"]):
+        try:
+            _exec(_compile(unit, "tests.py", "exec"), ns)
+            record = {"k": "u", "i": i, "ok": True, "n": nonce}
+        except BaseException as exc:  # noqa: BLE001
+            record = {"k": "u", "i": i, "ok": False, "error": _error_name(exc), "n": nonce}
+        emit(record)
+    emit({"k": "end", "n": nonce})
+    _flush_stdio(saved)
+    os._exit(0)
+
+
+def _child(job, fds, workdir, stdin_fd):
+    out_w, err_w, res_w = fds
+    rfd = job["result_fd"]
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    if res_w != rfd:
+        os.dup2(res_w, rfd)
+    os.closerange(3, rfd)
+    os.closerange(rfd + 1, 1 << 16)
+    os.chdir(workdir)
+    os.umask(0o077)
+    lim = job["limits"]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"] + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (lim["memory_bytes"], lim["memory_bytes"]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
+    resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.argv = ["solution.py"]
+    mode = job["mode"]
+    if mode == "calls":
+        _run_calls(job, rfd)
+    elif mode == "io":
+        _run_io(job)
+    elif mode == "tests":
+        _run_tests(job, rfd)
+    os._exit(70)
+
+
+# ---------------------------------------------------------------------------------------------
+# The zygote loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _recv_exact(sock, n):
+    chunks = []
+    while n:
+        data = sock.recv(min(n, 1 << 20))
+        if not data:
+            raise EOFError
+        chunks.append(data)
+        n -= len(data)
+    return b"".join(chunks)
+
+
+def _recv_frame(sock):
+    """One frame header (and the fds attached to it) from the parent."""
+    header = b""
+    fds = []
+    while len(header) < _FRAME.size:
+        data, anc, _flags, _addr = sock.recvmsg(_FRAME.size - len(header), socket.CMSG_SPACE(8 * 4))
+        if not data:
+            raise EOFError
+        header += data
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(cdata) - len(cdata) % 4
+                fds.extend(struct.unpack(f"{usable // 4}i", cdata[:usable]))
+    kind, job_id, length = _FRAME.unpack(header)
+    return kind, job_id, length, fds
+
+
+def _send_reply(sock, obj):
+    body = json.dumps(obj).encode()
+    sock.sendall(_REPLY.pack(len(body)) + body)
+
+
+def _open_stdin(text, workdir):
+    if text is None:
+        return os.open("/dev/null", os.O_RDONLY)
+    path = os.path.join(workdir, ".stdin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    data = text.encode("utf-8", "surrogateescape")
+    while data:
+        data = data[os.write(fd, data):]
+    os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    os.unlink(path)
+    return fd
+
+
+def _is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _sweep(in_pidns):
+    """Kill every process of the pid namespace except init and this zygote. Returns the number of
+    rounds it took, or -1 when something survived (the parent then recycles the sandbox)."""
+    if not in_pidns:
+        _reap()
+        return 0
+    me = os.getpid()
+    for attempt in range(200):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap()
+        alive = [p for p in os.listdir("/proc")
+                 if p.isdigit() and int(p) not in (1, me) and not _is_zombie(p)]
+        if not alive:
+            return attempt
+        time.sleep(0.002)
+    return -1
+
+
+def _wipe(path):
+    """Remove everything below ``path`` (the job may have chmod-ed things); True when empty."""
+    for _ in range(3):
+        try:
+            entries = os.listdir(path)
+        except OSError:
+            return False
+        if not entries:
+            return True
+        for root, dirs, _files in os.walk(path):
+            for d in dirs:
+                try:
+                    os.chmod(os.path.join(root, d), 0o700)
+                except OSError:
+                    pass
+        for root, dirs, files in os.walk(path, topdown=False):
+            for f in files:
+                try:
+                    os.unlink(os.path.join(root, f))
+                except OSError:
+                    pass
+            for d in dirs:
+                full = os.path.join(root, d)
+                try:
+                    if os.path.islink(full):
+                        os.unlink(full)
+                    else:
+                        os.rmdir(full)
+                except OSError:
+                    pass
+    return not os.listdir(path)
+
+
+def _launch(job, fds, workdir, stdin_fd):
+    """Fork the job's session leader L, which forks the job J and reaps it.
+
+    J's parent is L, not the zygote, so a job that kills its parent (``os.kill(os.getppid(), 9)``)
+    only removes L. L sends J's pid, then J's raw wait status, on a pipe. Returns (L, J, pipe).
+    """
+    r, w = os.pipe()
+    leader = os.fork()
+    if leader == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            job_pid = os.fork()
+            if job_pid == 0:
+                os.close(w)
+                _child(job, fds, workdir, stdin_fd)
+            for fd in (*fds, stdin_fd):
+                os.close(fd)
+            os.write(w, struct.pack("i", job_pid))
+            _, status = os.waitpid(job_pid, 0)
+            os.write(w, struct.pack("i", status))
+        finally:
+            os._exit(0)
+    os.close(w)
+    raw = b""
+    while len(raw) < 4:
+        chunk = os.read(r, 4 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    job_pid = struct.unpack("i", raw)[0] if len(raw) == 4 else -1
+    return leader, job_pid, r
+
+
+def _wait(ctl, leader, job_pid, status_fd, job_id, timeout):
+    """Wait for the job with a wall-clock deadline; stop its process group on expiry or when the
+    parent asks ('K'). Returns (stopped, raw wait status or None when unknown)."""
+    deadline = time.monotonic() + timeout
+    stopped = ""
+    gone = False
+    try:
+        watch = os.pidfd_open(job_pid) if job_pid > 0 else status_fd
+    except ProcessLookupError:
+        watch = status_fd  # already gone: the leader is about to report its status
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                stopped = "timeout"
+                break
+            ready, _, _ = select.select([watch, ctl], [], [], remaining)
+            if watch in ready:
+                break
+            if ctl in ready:
+                try:
+                    kind, kid, length, fds = _recv_frame(ctl)
+                except (EOFError, ConnectionError):
+                    stopped, gone = "killed", True
+                    break
+                for fd in fds:
+                    os.close(fd)
+                if length:
+                    _recv_exact(ctl, length)
+                if kind == b"K" and kid == job_id:
+                    stopped = "killed"
+                    break
+    finally:
+        if stopped:
+            for target in (leader, job_pid):
+                if target > 0:
+                    try:
+                        os.killpg(target, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    try:
+                        os.kill(target, signal.SIGKILL)
+                    except OSError:
+                        pass
+        if watch != status_fd:
+            os.close(watch)
+    if gone:
+        raise EOFError
+    # The job is over; its leader reports the status and exits (allow it a moment).
+    status = None
+    ready, _, _ = select.select([status_fd], [], [], 0.5)
+    if ready:
+        raw = os.read(status_fd, 4)
+        if len(raw) == 4:
+            status = struct.unpack("i", raw)[0]
+    os.close(status_fd)
+    try:
+        os.kill(leader, signal.SIGKILL)
+    except OSError:
+        pass
+    os.waitpid(leader, 0)
+    return stopped, status
+
+
+def main():
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    in_pidns = sys.argv[2] == "1"
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    except Exception:  # noqa: BLE001 - best effort; the pid namespace still separates jobs
+        pass
+    for name in _PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _send_reply(ctl, {"ready": True, "python": sys.version.split()[0], "uid": os.getuid(),
+                      "pid": os.getpid()})
+    scratch = ("/tmp", "/dev/shm") if in_pidns else ()
+    try:
+        while True:
+            kind, job_id, length, fds = _recv_frame(ctl)
+            body = _recv_exact(ctl, length) if length else b""
+            if kind != b"J":
+                for fd in fds:
+                    os.close(fd)
+                continue
+            job = json.loads(body)
+            t0 = time.monotonic()
+            workdir = job["workdir"]
+            os.makedirs(workdir, 0o700, exist_ok=True)
+            stdin_fd = _open_stdin(job.get("stdin"), workdir)
+            leader, job_pid, status_fd = _launch(job, fds, workdir, stdin_fd)
+            for fd in fds:
+                os.close(fd)
+            os.close(stdin_fd)
+            stopped, status = _wait(ctl, leader, job_pid, status_fd, job_id, float(job["timeout_s"]))
+            rounds = _sweep(in_pidns)
+            clean = all(_wipe(p) for p in scratch) if scratch else _wipe(workdir)
+            if not scratch:
+                try:
+                    os.rmdir(workdir)
+                except OSError:
+                    clean = False
+            reply = {"id": job_id, "stopped": stopped, "wall_s": time.monotonic() - t0,
+                     "clean": bool(clean and rounds >= 0)}
+            if status is not None and os.WIFEXITED(status):
+                reply["exit"] = os.WEXITSTATUS(status)
+            elif status is not None and os.WIFSIGNALED(status):
+                reply["signal"] = os.WTERMSIG(status)
+            _send_reply(ctl, reply)
+    except (EOFError, ConnectionError):
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
