@@ -191,10 +191,9 @@ class EGSPOStepwiseAdvantage(remask.AdvantageEstimator):
         else:
             step_rewards = self.step_rewards(rollout, steps, context)  # [B, K]
         # Reported by the `egspo` objective with its metrics (the estimator has no metrics channel).
-        context.extras["egspo"] = {
-            "lambda": lam,
-            "step_reward": float(step_rewards[valid].mean()) if lam and valid.any() else float("nan"),
-        }
+        context.extras["egspo"] = {"lambda": lam}
+        if lam and valid.any():
+            context.extras["egspo"]["step_reward"] = float(step_rewards[valid].mean())
         if self.config.standard_grpo_returns:
             return standard_grpo_stepwise_advantages(
                 final, step_rewards, valid, lam, group_size, self.config.normalize_returns

@@ -135,6 +135,11 @@ class EGSPOObjective(remask.PolicyObjective):
             True, description="Divide the loss by the tokens committed per step, L / T (the reference's 'sum' mode)."
         )
 
+    @property
+    def uses_reference(self) -> bool:  # type: ignore[override]
+        """The reference policy is only needed for the KL term (β > 0)."""
+        return self.config.beta > 0
+
     # -- prepare ------------------------------------------------------------------------------
 
     def _selected(self, rollout: remask.Rollout, selection: remask.StepSelection | None) -> tuple[Tensor, Tensor, Tensor | None]:
