@@ -32,10 +32,14 @@ def completion_logits(model: remask.DiffusionModel, prompts: remask.PromptBatch,
 
 def one_step_greedy(state: Tensor, logits: Tensor, mask_token_id: int) -> Tensor:
     """One-step greedy completion ``x̂_0(x_k)``: every masked position of ``x_k`` filled with
-    ``argmax ℓ`` (spec §3.3, §9.4 case 18); committed tokens are never changed.
+    ``argmax ℓ`` (spec §3.3, §9.4 case 18); committed tokens are never changed. The mask token itself
+    is never proposed (a trained model gives it ~0 probability; an untrained one might).
 
     state ``[B, L]``, logits ``[B, L, V]`` -> ``[B, L]``.
     """
+    if 0 <= mask_token_id < logits.shape[-1]:
+        logits = logits.clone()
+        logits[..., mask_token_id] = float("-inf")
     fill = logits.argmax(-1).to(state.device)  # [B, L]
     return torch.where(state == mask_token_id, fill, state)
 

@@ -9,7 +9,7 @@ import torch
 from remask_egspo.advantage import EGSPOStepwiseAdvantage
 from remask_egspo.objective import EGSPOObjective
 from remask_egspo.selection import EntropyTopKSelector, RandomStepSelector, UniformStepSelector
-from remask_egspo.states import completion_logits
+from remask_egspo.states import completion_logits, one_step_greedy
 from torch import nn
 
 import remask
@@ -39,7 +39,7 @@ def with_sampler_records(model: remask.DiffusionModel, rollout: remask.Rollout) 
             logps[:, k] = (lp * w).sum(-1)
             ent[:, k] = (h * w).sum(-1) / w.sum(-1).clamp_min(1)
             all_eos[:, k] = ((rollout.completion_ids == model.eos_token_id) | ~i_k).all(-1)
-            greedy[:, k] = torch.where(x_k == model.mask_token_id, logits.argmax(-1), x_k)
+            greedy[:, k] = one_step_greedy(x_k, logits, model.mask_token_id)
     return dataclasses.replace(rollout, step_logps=logps, step_entropy=ent, step_all_eos=all_eos, greedy_ids=greedy)
 
 

@@ -215,6 +215,8 @@ def test_case18_greedy_fill_keeps_committed_tokens():
     logits[0, 1, b] = 10.0
     logits[0, 2, c] = 10.0
     assert one_step_greedy(state, logits, m).tolist() == [[a, b, c]]
+    logits[0, 1, m] = 50.0  # the mask token is never a proposal
+    assert one_step_greedy(state, logits, m).tolist() == [[a, b, c]]
 
 
 def test_completion_mask_through_first_eos():
