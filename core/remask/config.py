@@ -112,6 +112,13 @@ class TrainConfig(_Strict):
     offline_rollouts: str | None = Field(
         None, description="Train from rollouts stored by `remask rollouts` in this directory instead of sampling."
     )
+    stop_at_accuracy: float | None = Field(
+        None, ge=0, le=1,
+        description="Stop once greedy held-out accuracy (checked every eval.every_steps) reaches this fraction.",
+    )
+    save_final_model: str | None = Field(
+        None, description="Also write the final policy with save_pretrained to this directory (`remask sft --save-to`).",
+    )
 
 
 class EvalConfig(_Strict):

@@ -1,0 +1,735 @@
+"""The training loop of ``remask train`` (RL) — one linear recipe, no subclassing per algorithm.
+
+    remask train examples/tiny-arith-d1.yaml
+    remask train examples/tiny-arith-d1.yaml --resume            # newest checkpoint of the run
+    accelerate launch --config_file examples/accelerate/multi_gpu.yaml -m remask train CONFIG
+
+One rollout (``train.prompts_per_step`` prompts x ``train.group_size`` completions, split over the
+processes by whole groups) feeds ``train.inner_steps`` (μ) optimizer updates::
+
+    prompts ─sampler─▶ rollout ─rewards─▶ rewards ─selector─▶ selection ─advantage─▶ advantages
+    for each micro-batch:  state = objective.prepare(...)           # no grad: old/ref log-probs, masks
+    repeat μ times:        for each micro-batch: objective.loss(state).backward() / n_micro
+                           all-reduce grads, clip, AdamW step, scheduler step   (global_step += 1)
+
+``train.max_steps`` counts optimizer updates (as TRL's ``max_steps`` with ``num_iterations``);
+checkpoints, logs and evaluations happen at rollout boundaries, so that a checkpoint never holds
+half of a rollout's updates and ``--resume`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..config import PipelineConfig, TrainConfig, check_batch_arithmetic
+from ..errors import ConfigError, RemaskError
+from ..interfaces import DiffusionModel, StepContext
+from ..records import take
+from ..registry import Registry, get_registry
+from . import checkpoint as ckpt
+from .components import (
+    Pipeline,
+    ReferenceModel,
+    RewardScorer,
+    adapter_active,
+    apply_lora,
+    build_pipeline,
+    make_reference,
+    sync_reference,
+)
+from .data import DataOrder, build_prompt_batch
+from .evaluation import EvalResult, accuracy_summary, build_eval_sampler, evaluate
+from .reporting import RunReporter, completion_metrics, format_duration, reward_metrics, write_manifest
+from .rng import RngStreams, stream_seed
+
+__all__ = ["Trainer", "train", "build_optimizer", "build_scheduler", "TrainResult"]
+
+log = logging.getLogger("remask.engine")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def build_optimizer(train: TrainConfig, policy_params: list[torch.nn.Parameter],
+                    extra_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """AdamW over the policy's trainable parameters plus the objective's own parameter groups."""
+    groups: list[dict[str, Any]] = [{"params": policy_params, "name": "policy"}]
+    for i, g in enumerate(extra_groups):
+        params = [p for p in g.get("params", []) if p.requires_grad]
+        if params:
+            groups.append({**g, "params": params, "name": g.get("name", f"objective_{i}")})
+    if not any(g["params"] for g in groups):
+        raise RemaskError("nothing to train: the policy has no trainable parameters")
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=train.learning_rate, betas=tuple(train.adam_betas), eps=train.adam_eps,
+                             weight_decay=train.weight_decay)
+
+
+def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """``constant``, ``constant_with_warmup``, ``cosine`` or ``linear`` (transformers' schedules)."""
+    from transformers import get_scheduler
+
+    return get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
+                         num_training_steps=max(total_steps, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+class _Timer:
+    """Accumulates wall time per phase (logged as ``timing/<phase>``)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[phase] += time.perf_counter() - t0
+
+    def pop(self) -> dict[str, float]:
+        out = {f"timing/{k}": v for k, v in self.totals.items()}
+        self.totals.clear()
+        return out
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM: the first signal asks the loop to checkpoint and stop at the next rollout
+    boundary; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reason = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint after this step (Ctrl-C again to abort at once)", self.reason)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # pragma: no cover - not allowed here
+                pass
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+        self._old.clear()
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of ``every`` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
+class TrainResult(dict):
+    """Final metrics of a run plus ``output_dir``, ``global_step``, ``eval_before``/``eval_after``."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+class Engine:
+    """What RL training and masked-diffusion SFT share: accelerate, model placement, LoRA,
+    optimizer and schedule, RNG streams, data order, checkpoints, logging, signals, evaluation."""
+
+    command = "train"
+
+    def __init__(self, config: Any, *, resume: str | None = None, registry: Registry | None = None,
+                 pipeline: Pipeline | None = None, accelerator: Any = None) -> None:
+        self.config = config
+        self.train_cfg: TrainConfig = config.train
+        self.registry = registry or get_registry()
+        self.resume_arg = resume
+        self._pipeline = pipeline
+        self._accelerator = accelerator
+        self.output_dir = Path(self.train_cfg.output_dir)
+        self.global_step = 0
+        self.rollouts_done = 0
+        self.skipped_steps = 0
+        self.timer = _Timer()
+        self.stop = _StopRequest()
+        self.eval_results: dict[str, EvalResult] = {}
+        self.last_metrics: dict[str, float] = {}
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _make_accelerator(self) -> Any:
+        if self._accelerator is not None:
+            return self._accelerator
+        from accelerate import Accelerator
+
+        trackers = list(self.train_cfg.report_to)
+        return Accelerator(mixed_precision=self.train_cfg.mixed_precision, log_with=trackers or None,
+                           project_dir=str(self.output_dir))
+
+    def _check_layout(self, whole_groups: bool) -> None:
+        problems = check_batch_arithmetic(self.train_cfg, num_processes=self.accelerator.num_processes,
+                                          whole_groups=whole_groups)
+        if problems:
+            raise ConfigError([f"{getattr(self.config, 'source', '') or '<config>'}: {p}" for p in problems])
+
+    def _setup_common(self, model: DiffusionModel, task: Any, extra_groups: Callable[[], list[dict[str, Any]]]) -> None:
+        acc = self.accelerator
+        t = self.train_cfg
+        self.rank = acc.process_index
+        self.world = acc.num_processes
+        self.is_main = acc.is_main_process
+        self.device = acc.device
+        torch.manual_seed(stream_seed(t.seed, "global", self.rank))  # dropout and anything global
+        self.model = model
+        self.task = task
+        self.lora = t.lora is not None
+        if self.lora:
+            apply_lora(model, t.lora)
+        if t.gradient_checkpointing:
+            enable = getattr(model.module, "gradient_checkpointing_enable", None)
+            if not callable(enable):
+                raise RemaskError(f"train.gradient_checkpointing: model {model.name!r} does not support it")
+            enable()
+            if not t.dropout:
+                # HF recomputes activations only in train mode; keep train mode but silence dropout
+                for m in model.module.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.p = 0.0
+        model.module.to(self.device)
+        self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
+        self.examples = list(task.examples("train"))
+        self.data = DataOrder(len(self.examples), t.seed)
+        self.rng = RngStreams(t.seed, rank=self.rank, device=self.device)
+        self.optimizer = build_optimizer(t, self.policy_params, extra_groups())
+        self.scheduler = build_scheduler(t, self.optimizer, t.max_steps)
+        from accelerate.utils import DistributedType
+
+        self.wrapped = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if self.wrapped:
+            # FSDP / DeepSpeed shard parameters and optimizer state: let accelerate own them.
+            model.module, self.optimizer = acc.prepare(model.module, self.optimizer)
+            self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
+        else:
+            self.optimizer = acc.prepare_optimizer(self.optimizer)
+        self.manual_allreduce = self.world > 1 and not self.wrapped
+
+    def _train_mode(self) -> None:
+        """Explicit dropout mode for likelihoods and losses (spec §8 trap 5)."""
+        t = self.train_cfg
+        self.model.module.train(bool(t.dropout or t.gradient_checkpointing))
+
+    # -- gradients -------------------------------------------------------------------------------
+
+    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        vec = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        vec = self.accelerator.reduce(vec, reduction="mean")
+        return dict(zip(keys, vec.tolist()))
+
+    def _all_params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _sync_gradients(self) -> None:
+        """Average gradients over processes (DDP semantics, without wrapping the adapter's module)."""
+        if not self.manual_allreduce:
+            return
+        import torch.distributed as dist
+
+        for p in self._all_params():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(self.world)
+
+    def _any_process(self, flag: bool) -> bool:
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    def _optimizer_step(self, skip: bool) -> tuple[float, bool]:
+        """Sync, clip and step; returns (grad norm, skipped). Non-finite losses or norms skip."""
+        with self.timer("optimizer"):
+            skip = self._any_process(skip)
+            grad_norm = float("nan")
+            if not skip:
+                self._sync_gradients()
+                params = self._all_params()
+                max_norm = self.train_cfg.max_grad_norm
+                if max_norm is not None:
+                    grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
+                else:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+                if not math.isfinite(grad_norm):
+                    skip = True
+            if skip:
+                self.skipped_steps += 1
+                log.warning("step %d: non-finite loss or gradient; update skipped", self.global_step + 1)
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        return grad_norm, skip
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def _objective_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_objective_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _extra_checkpoint(self, tmp: Path) -> None:
+        pass
+
+    def _load_extra_checkpoint(self, path: Path) -> None:
+        pass
+
+    def _policy_module(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model.module) if self.wrapped else self.model.module
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint-<global_step>/`` atomically; every process writes its RNG streams."""
+        acc = self.accelerator
+        tmp = ckpt.tmp_dir_for(self.output_dir, self.global_step)
+        if self.is_main:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        torch.save(self.rng.state_dict(), tmp / f"rng_state_{self.rank}.pth")
+        full_state = acc.get_state_dict(self.model.module) if self.wrapped else None  # collective under FSDP/ZeRO-3
+        if self.is_main:
+            if full_state is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().cpu().contiguous().clone() for k, v in full_state.items()},
+                          str(tmp / "model.safetensors"))
+            else:
+                ckpt.save_model_weights(self.model, tmp)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(self._objective_state(), tmp / "objective.pt")
+            self._extra_checkpoint(tmp)
+            ckpt.write_json(tmp / ckpt.TRAINER_STATE, {
+                "global_step": self.global_step,
+                "rollouts_done": self.rollouts_done,
+                "skipped_steps": self.skipped_steps,
+                "data": self.data.state_dict(),
+                "num_processes": self.world,
+                "command": self.command,
+                "max_steps": self.train_cfg.max_steps,
+            })
+        acc.wait_for_everyone()
+        final = None
+        if self.is_main:
+            final = ckpt.finalize(tmp, self.output_dir, self.global_step)
+            ckpt.rotate(self.output_dir, self.train_cfg.save_total_limit)
+            log.info("saved %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote (exactly)."""
+        import json
+
+        state = json.loads((path / ckpt.TRAINER_STATE).read_text())
+        if state.get("num_processes", 1) != self.world:
+            log.warning("%s was written by %s processes, resuming with %s: the data order is kept, "
+                        "the per-process sampling streams restart", path, state.get("num_processes"), self.world)
+        ckpt.load_model_weights(self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module()), path)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=False))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        self._load_objective_state(torch.load(path / "objective.pt", map_location=self.device, weights_only=False))
+        self._load_extra_checkpoint(path)
+        rng_file = path / f"rng_state_{self.rank}.pth"
+        if rng_file.is_file():
+            self.rng.load_state_dict(torch.load(rng_file, weights_only=False))
+        self.data.load_state_dict(state["data"])
+        self.global_step = int(state["global_step"])
+        self.rollouts_done = int(state.get("rollouts_done", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        if self.is_main:
+            log.info("resumed from %s at step %d", path, self.global_step)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+
+    def run_eval(self, label: str) -> EvalResult | None:
+        sampler_spec = getattr(self.config, "sampler", None)
+        if sampler_spec is None:
+            raise ConfigError([f"{self.config.source or '<config>'}: eval: needs a sampler section to decode"])
+        sampler = build_eval_sampler(sampler_spec, self.config.eval, registry=self.registry)
+        with self.timer("eval"):
+            result = evaluate(self.model, self.task, sampler, self.config.eval, accelerator=self.accelerator,
+                              device=self.device)
+        self.eval_results[label] = result
+        self.reporter.log(result.metrics(), step=self.global_step)
+        if self.is_main:
+            log.info("eval (%s) at step %d: accuracy %.1f%% on %d problems", label, self.global_step,
+                     100 * result.accuracy, result.num_problems)
+        return result
+
+    # -- the run --------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Build, place, resume and start logging (both commands)."""
+        raise NotImplementedError
+
+    def _one_round(self, progress: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _after_round(self, before: int, metrics: dict[str, float]) -> bool:
+        """Log / eval / checkpoint at a rollout boundary; True to stop early."""
+        t = self.train_cfg
+        if _crossed(before, self.global_step, t.logging_steps) or self.global_step >= t.max_steps:
+            metrics.update(self.timer.pop())
+            self.reporter.log(metrics, step=self.global_step)
+            self.last_metrics = metrics
+        self.registry.after_step(step=self.global_step, metrics=dict(metrics))
+        stop = False
+        if _crossed(before, self.global_step, self.config.eval.every_steps) and self.global_step < t.max_steps:
+            result = self.run_eval(f"step-{self.global_step}")
+            stop = self._reached_target(result)
+        if _crossed(before, self.global_step, t.save_steps) and self.global_step < t.max_steps and not stop:
+            with self.timer("checkpoint"):
+                self.save_checkpoint()
+        return stop
+
+    def _reached_target(self, result: EvalResult | None) -> bool:
+        target = getattr(self.train_cfg, "stop_at_accuracy", None)
+        if target is not None and result is not None and result.accuracy >= target:
+            if self.is_main:
+                log.warning("accuracy %.1f%% reached the target %.1f%%: stopping", 100 * result.accuracy, 100 * target)
+            return True
+        return False
+
+    def run(self) -> TrainResult:
+        t0 = time.perf_counter()
+        self.accelerator = self._make_accelerator()
+        self._start()
+        t = self.train_cfg
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=t.max_steps, initial=self.global_step, desc=self.command, unit="step",
+                        disable=not (self.is_main and t.progress), dynamic_ncols=True)
+        self.stop.install()
+        interrupted = False
+        stopped_early = False
+        try:
+            if self.config.eval.before_training and self.global_step == 0:
+                self.run_eval("before")
+            while self.global_step < t.max_steps:
+                before = self.global_step
+                metrics = self._one_round(progress)
+                stopped_early = self._after_round(before, metrics)
+                if self._any_process(self.stop.requested):
+                    interrupted = True
+                    break
+                if stopped_early:
+                    break
+            with self.timer("checkpoint"):
+                self.save_checkpoint()
+            if not interrupted and self.config.eval.after_training:
+                self.run_eval("after")
+            self._finish()
+        finally:
+            progress.close()
+            self.stop.restore()
+        result = TrainResult(self.last_metrics)
+        result.update(output_dir=str(self.output_dir), global_step=self.global_step, interrupted=interrupted,
+                      skipped_steps=self.skipped_steps, seconds=time.perf_counter() - t0)
+        for label, ev in self.eval_results.items():
+            result[f"eval_{label}"] = ev.accuracy
+        before, after = self.eval_results.get("before"), self.eval_results.get("after")
+        if before is not None and after is not None:
+            summary = accuracy_summary(before, after, time.perf_counter() - t0, greedy=self.config.eval.greedy)
+            result["summary"] = summary
+            if self.is_main:
+                print(summary, flush=True)
+        if interrupted and self.is_main:
+            print(f"stopped by {self.stop.reason} at step {self.global_step}; resume with --resume", flush=True)
+        self.registry.on_train_end(output_dir=str(self.output_dir),
+                                   metrics={k: v for k, v in result.items() if isinstance(v, float)})
+        self.reporter.close()
+        return result
+
+    def _finish(self) -> None:
+        save_to = getattr(self.train_cfg, "save_final_model", None)
+        if save_to and self.is_main:
+            ckpt.save_model_weights(self.model, Path(save_to), module=self._policy_module())
+            log.info("final model written to %s", save_to)
+        self.accelerator.wait_for_everyone()
+
+    def _start_reporting(self, command_extra: dict[str, Any]) -> None:
+        cfg_dump = self.config.dump()
+        if self.is_main:
+            write_manifest(self.output_dir, config=cfg_dump, command=self.command, extra={
+                "device": str(self.device),
+                "num_processes": self.world,
+                "distributed_type": str(self.accelerator.distributed_type),
+                "mixed_precision": self.train_cfg.mixed_precision,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                **command_extra,
+            })
+        self.reporter = RunReporter(self.output_dir, accelerator=self.accelerator, is_main=self.is_main,
+                                    trackers=bool(self.train_cfg.report_to), config=cfg_dump,
+                                    print_completions=self.train_cfg.log_completions)
+
+    def _resume_if_asked(self) -> None:
+        self.resumed_from = ckpt.resolve_resume(self.resume_arg, self.output_dir)
+        if self.resume_arg is not None and self.resumed_from is None and self.is_main:
+            log.warning("--resume: no checkpoint in %s; starting from scratch", self.output_dir)
+        if self.resumed_from is not None:
+            self.load_checkpoint(self.resumed_from)
+
+
+class _Unwrapped:
+    """The adapter seen through an unwrapped module (FSDP / DeepSpeed), for weight loading."""
+
+    def __init__(self, model: DiffusionModel, module: torch.nn.Module) -> None:
+        self.model = model
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+class Trainer(Engine):
+    """RL post-training: the loop of DESIGN.md for any registered algorithm."""
+
+    command = "train"
+
+    def _start(self) -> None:
+        cfg: PipelineConfig = self.config
+        t = self.train_cfg
+        self.pipeline = self._pipeline or build_pipeline(cfg, self.registry)
+        p = self.pipeline
+        self.objective = p.objective
+        self._check_layout(bool(getattr(p.objective, "requires_whole_groups", False)))
+        self.extra_modules = dict(p.objective.extra_modules())
+        self._setup_common(p.model, p.task, lambda: list(p.objective.extra_param_groups())
+                           if self.extra_modules else [])
+        for m in self.extra_modules.values():
+            m.to(self.device)
+        self.reference: ReferenceModel | None = None
+        if getattr(p.objective, "uses_reference", True):
+            self.reference = make_reference(self.model, lora=adapter_active(self.model))
+        self.scorer = RewardScorer(p.rewards)
+        self.store = None
+        if t.offline_rollouts:
+            from ..rollout_store import RolloutStore
+
+            self.store = RolloutStore(t.offline_rollouts)
+            if len(self.store) == 0:
+                raise RemaskError(f"train.offline_rollouts: no rollout shards in {t.offline_rollouts} "
+                                  "(write some with `remask rollouts CONFIG --out DIR`)")
+        self.ctx = StepContext(policy=self.model, reference=self.reference, generator=self.rng.likelihood,
+                               score=self.scorer, global_step=0, inner_steps=t.inner_steps, group_size=t.group_size)
+        self._resume_if_asked()
+        self._start_reporting({"objective": cfg.objective.name, "lora": self.lora,
+                               "reference": None if self.reference is None else
+                               ("adapter disabled" if self.reference.uses_disabled_adapter else "frozen copy")})
+
+    # checkpoint hooks
+    def _objective_state(self) -> dict[str, Any]:
+        return {"state": self.objective.state_dict(),
+                "extra_modules": {k: m.state_dict() for k, m in self.extra_modules.items()}}
+
+    def _load_objective_state(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state.get("state", {}))
+        for k, sd in state.get("extra_modules", {}).items():
+            if k not in self.extra_modules:
+                raise RemaskError(f"checkpoint holds objective module {k!r} that {self.objective.name!r} does not have")
+            self.extra_modules[k].load_state_dict(sd)
+
+    def _extra_checkpoint(self, tmp: Path) -> None:
+        if self.reference is not None and not self.reference.uses_disabled_adapter and self.train_cfg.sync_ref_every:
+            ckpt.save_module_state(self.reference.base.module, tmp / "reference.safetensors")
+
+    def _load_extra_checkpoint(self, path: Path) -> None:
+        ref_file = path / "reference.safetensors"
+        if ref_file.is_file() and self.reference is not None and not self.reference.uses_disabled_adapter:
+            ckpt.load_module_state(self.reference.base.module, ref_file)
+
+    # one rollout and its μ updates
+    def _next_prompts(self):
+        t = self.train_cfg
+        per = t.prompts_per_step // self.world
+        if self.store is not None:
+            rollout, stored = self.store.read(self.rollouts_done % len(self.store), device=self.device)
+            g = rollout.prompts.group_size
+            rows = rollout.batch_size // self.world
+            if rows % g:
+                raise RemaskError(f"offline rollouts: {rollout.batch_size} rows of groups of {g} cannot be split "
+                                  f"over {self.world} processes")
+            mine = torch.arange(self.rank * rows, (self.rank + 1) * rows)
+            return take(rollout, mine), (take(stored, mine) if stored is not None else None)
+        idx = self.data.take(t.prompts_per_step)[self.rank * per:(self.rank + 1) * per]
+        first = self.rollouts_done * t.prompts_per_step + self.rank * per
+        return build_prompt_batch(self.model, [self.examples[i] for i in idx], group_size=t.group_size,
+                                  first_group_id=first, device=self.device), None
+
+    def _gather_cat(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return x
+        return self.accelerator.gather(x.contiguous())
+
+    def _one_round(self, progress: Any) -> dict[str, float]:
+        t = self.train_cfg
+        p = self.pipeline
+        acc = self.accelerator
+        with self.timer("sample"):
+            batch, stored_rewards = self._next_prompts()
+            if self.store is None:
+                self.model.module.eval()
+                nfe0 = self.model.nfe
+                with torch.no_grad(), acc.autocast():
+                    rollout = p.sampler.sample(self.model, batch, self.rng.sampling)
+                sample_nfe = self.model.nfe - nfe0
+            else:
+                rollout, sample_nfe = batch, 0
+        with self.timer("reward"):
+            rewards = stored_rewards if stored_rewards is not None else self.scorer(rollout.prompts, rollout.texts)
+        reward_errors = self.scorer.pop_errors()
+        self.registry.after_rollout(rollout=rollout, rewards=rewards, step=self.global_step)
+        self.ctx.global_step = self.global_step
+        with self.timer("advantage"):
+            selection = p.step_selector.select(rollout, self.rng.selector) if p.step_selector else None
+            advantages = p.advantage.estimate(rollout=rollout, rewards=rewards, selection=selection, context=self.ctx)
+        if advantages.shape[0] != rollout.batch_size:
+            raise RemaskError(f"advantage {p.advantage.name!r} returned {advantages.shape[0]} rows for "
+                              f"{rollout.batch_size}")
+
+        # micro-batches of contiguous rows
+        b = rollout.batch_size
+        mb = t.micro_batch_size or b
+        chunks = [torch.arange(lo, min(lo + mb, b)) for lo in range(0, b, mb)]
+        self._train_mode()
+        nfe_before = self.model.nfe + (self.reference.nfe if self.reference is not None else 0)
+        with self.timer("prepare"):
+            states = []
+            for rows in chunks:
+                with torch.no_grad(), acc.autocast():
+                    states.append(p.objective.prepare(
+                        rollout=take(rollout, rows), advantages=advantages[rows.to(advantages.device)],
+                        selection=take(selection, rows) if selection is not None else None, context=self.ctx))
+
+        loss_values: list[float] = []
+        grad_norms: list[float] = []
+        obj_metrics: dict[str, list[float]] = defaultdict(list)
+        loss_forwards = 0
+        updates = min(t.inner_steps, t.max_steps - self.global_step)
+        lr_used = float("nan")
+        for inner in range(updates):
+            self.ctx.global_step = self.global_step
+            skip = False
+            step_loss = 0.0
+            with self.timer("loss"):
+                for state in states:
+                    with acc.autocast():
+                        out = p.objective.loss(state, inner_step=inner, context=self.ctx)
+                    loss_forwards += int(out.forward_passes)
+                    for k, v in out.metrics.items():
+                        obj_metrics[k].append(float(v))
+                    if not torch.isfinite(out.loss.detach()).all():
+                        skip = True
+                        break
+                    acc.backward(out.loss / len(states))
+                    step_loss += float(out.loss.detach()) / len(states)
+            lr_used = float(self.optimizer.param_groups[0]["lr"])
+            grad_norm, skipped = self._optimizer_step(skip)
+            if not skipped:
+                loss_values.append(step_loss)
+                grad_norms.append(grad_norm)
+            self.global_step += 1
+            progress.update(1)
+            if t.sync_ref_every and self.reference is not None and self.global_step % t.sync_ref_every == 0:
+                sync_reference(self.reference, self.model)
+        self.rollouts_done += 1
+        objective_nfe = self.model.nfe + (self.reference.nfe if self.reference is not None else 0) - nfe_before
+
+        # metrics over all processes
+        total = self._gather_cat(rewards.total.to(self.device).float())
+        groups = self._gather_cat(rollout.prompts.group_ids.to(self.device))
+        comps = {k: self._gather_cat(v.to(self.device).float()) for k, v in rewards.components.items()}
+        lengths = self._gather_cat(rollout.lengths.to(self.device))
+        last = rollout.completion_ids.gather(1, (rollout.lengths.clamp_min(1) - 1).unsqueeze(1)).squeeze(1)
+        terminated = self._gather_cat((last == self.model.eos_token_id) & (rollout.lengths > 0))
+        metrics: dict[str, float] = {}
+        metrics.update({f"train/{k}": v for k, v in reward_metrics(total, comps, groups).items()})
+        metrics.update({f"train/{k}": v for k, v in completion_metrics(lengths, terminated.bool()).items()})
+        local = {
+            "train/loss": sum(loss_values) / len(loss_values) if loss_values else float("nan"),
+            "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+            "diffusion/nfe": float(sample_nfe),
+            "diffusion/forward_passes": float(objective_nfe),
+            "diffusion/loss_forward_passes": float(loss_forwards),
+            "diffusion/steps": float(rollout.num_steps),
+            "diffusion/block_length": float(rollout.block_length),
+            "train/advantage_mean": float(advantages.float().mean()),
+            **{f"train/{k}": sum(v) / len(v) for k, v in sorted(obj_metrics.items())},
+        }
+        metrics.update(self._mean_over_processes(local))
+        metrics["train/learning_rate"] = lr_used
+        metrics["train/epoch"] = self.data.epoch + self.data.offset / self.data.n
+        metrics["train/skipped_steps"] = float(self.skipped_steps)
+        metrics["train/reward_errors"] = float(len(reward_errors))
+        progress.set_postfix(reward=f"{metrics['train/reward']:.3f}", loss=f"{metrics['train/loss']:.4f}")
+        if _crossed(self.global_step - updates, self.global_step, t.logging_steps) or self.global_step >= t.max_steps:
+            self._log_completions(rollout, rewards, advantages)
+        return metrics
+
+    def _log_completions(self, rollout: Any, rewards: Any, advantages: torch.Tensor) -> None:
+        adv = advantages.float()
+        adv = adv.mean(-1) if adv.dim() > 1 else adv
+        rows = []
+        for i in range(rollout.batch_size):
+            row = {"step": self.global_step, "group": int(rollout.prompts.group_ids[i]),
+                   "prompt": rollout.prompts.texts[i], "completion": rollout.texts[i],
+                   "reward": float(rewards.total[i]), "advantage": float(adv[i]),
+                   "length": int(rollout.lengths[i])}
+            for name, vals in rewards.components.items():
+                row[f"reward/{name}"] = float(vals[i])
+                row[f"reason/{name}"] = rewards.reasons.get(name, ("",) * rollout.batch_size)[i]
+            rows.append(row)
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            rows = list(gather_object(rows))
+        self.reporter.completions(self.global_step, rows)
+
+
+def train(config: PipelineConfig, *, resume: str | None = None, registry: Registry | None = None,
+          pipeline: Pipeline | None = None, accelerator: Any = None) -> TrainResult:
+    """Run RL training for ``config``; returns the final metrics (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume, registry=registry, pipeline=pipeline, accelerator=accelerator).run()
