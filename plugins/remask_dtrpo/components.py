@@ -27,7 +27,7 @@ from .trajectory_ratio import (
     trajectory_log_ratio,
 )
 
-__all__ = ["OnePerBlockSelector", "RawRewardAdvantage", "DTRPOObjective", "DTRPOState"]
+__all__ = ["OnePerBlockSelector", "RawRewardAdvantage", "DTRPOObjective", "DTRPOState", "DTRPOTrajectoryEstimator"]
 
 
 class DTRPOError(RemaskError):
@@ -143,9 +143,9 @@ class DTRPOObjective(remask.PolicyObjective):
 
     # ------------------------------------------------------------------ prepare (no grad)
 
-    def _attention(self, context: remask.StepContext) -> str:
+    def _attention(self, policy: remask.DiffusionModel, reference: remask.DiffusionModel | None) -> str:
         c = self.config
-        models = [m for m in (context.policy, context.reference) if m is not None]
+        models = [m for m in (policy, reference) if m is not None]
         four_d = all(getattr(m, "supports_4d_mask", False) for m in models)
         attention = c.attention if c.attention != "auto" else ("block-causal" if four_d else "full")
         if attention == "block-causal" and not four_d:
@@ -230,6 +230,33 @@ class DTRPOObjective(remask.PolicyObjective):
         return newly_unmasked_logps_full_state(model, rollout.prompts, y, unmask_step, block_steps,
                                                rollout.block_length), rollout.num_blocks
 
+    def trajectory_draw(self, rollout: remask.Rollout, selection: remask.StepSelection | None,
+                        policy: remask.DiffusionModel, reference: remask.DiffusionModel,
+                        generator: torch.Generator) -> dict:
+        """Draw t_b (or take them from ``selection``), re-mask, and run the reference (no grad).
+
+        Returns the trajectory fields of :class:`DTRPOState` for every row of ``rollout``.
+        """
+        c = self.config
+        attention = self._attention(policy, reference)
+        implementation = self._implementation(attention)
+        unmask_step, block_steps, weights, n_synth = self._steps(rollout, selection, generator)
+        remasked, newly = remasked_completion(
+            rollout.completion_ids, unmask_step, block_steps, rollout.block_length, policy.mask_token_id
+        )  # [n, L], [n, L]
+        if c.tokens == "completion":
+            newly = newly & rollout.completion_mask.to(newly.device)
+        with torch.no_grad():
+            ref_lp, ref_forwards = self._newly_logps(reference, rollout, unmask_step, block_steps, remasked,
+                                                     implementation)  # [n, L]
+        ref_blocks = block_sums(ref_lp, newly, rollout.block_length, rollout.num_blocks)  # [n, N_B]
+        return dict(
+            rollout=rollout, unmask_step=unmask_step, block_steps=block_steps, block_weights=weights,
+            remasked=remasked, newly=newly, ref_block_logps=ref_blocks.detach(),
+            lengths=rollout.lengths.float().clamp(min=1.0), implementation=implementation,
+            reference_forwards=ref_forwards, schedule_matched_rows=n_synth,
+        )
+
     def prepare(self, *, rollout, advantages, selection, context) -> DTRPOState:
         if advantages.dim() != 1:
             raise DTRPOError(
@@ -239,8 +266,7 @@ class DTRPOObjective(remask.PolicyObjective):
         if context.reference is None:
             raise DTRPOError("objective dtrpo needs the reference policy (context.reference is None)")
         c = self.config
-        attention = self._attention(context)
-        implementation = self._implementation(attention)
+        self._attention(context.policy, context.reference)  # configuration errors before any work
         pairs = build_pairs(advantages, rollout.prompts.group_ids, c.pairing, c.tie_tolerance, context.generator)
         empty = pairs.count == 0
         if empty:  # still run one row so every parameter gets a (zero) gradient under DDP
@@ -251,22 +277,9 @@ class DTRPOObjective(remask.PolicyObjective):
         remap[rows] = torch.arange(rows.numel())
         used = remask.take(rollout, rows)
         sel = remask.take(selection, rows) if selection is not None else None
-        unmask_step, block_steps, weights, n_synth = self._steps(used, sel, context.generator)
-        remasked, newly = remasked_completion(
-            used.completion_ids, unmask_step, block_steps, used.block_length, context.policy.mask_token_id
-        )  # [n, L], [n, L]
-        if c.tokens == "completion":
-            newly = newly & used.completion_mask.to(newly.device)
-        ref_lp, ref_forwards = self._newly_logps(context.reference, used, unmask_step, block_steps, remasked,
-                                                 implementation)
-        ref_blocks = block_sums(ref_lp, newly, used.block_length, used.num_blocks)  # [n, N_B]
-        return DTRPOState(
-            rollout=used, unmask_step=unmask_step, block_steps=block_steps, block_weights=weights,
-            remasked=remasked, newly=newly, ref_block_logps=ref_blocks.detach(),
-            pairs=Pairs(remap[pairs.chosen], remap[pairs.rejected], pairs.ties), ties=pairs.ties,
-            lengths=used.lengths.float().clamp(min=1.0), implementation=implementation,
-            reference_forwards=ref_forwards, schedule_matched_rows=n_synth, empty=empty,
-        )
+        fields = self.trajectory_draw(used, sel, context.policy, context.reference, context.generator)
+        return DTRPOState(**fields, pairs=Pairs(remap[pairs.chosen], remap[pairs.rejected], pairs.ties),
+                          ties=pairs.ties, empty=empty)
 
     # ------------------------------------------------------------------ loss (with grad)
 
@@ -312,3 +325,36 @@ class DTRPOObjective(remask.PolicyObjective):
             })
         return remask.LossOutput(loss=loss, metrics=metrics, forward_passes=forwards)
 
+
+
+class DTRPOTrajectoryEstimator(remask.LikelihoodEstimator):
+    """dTRPO's reduced trajectory log-ratio R̂ = Σ_b T_B Δ_{b,t_b}: one re-masked step per block."""
+
+    name = "dtrpo-trajectory"
+    scale = "trajectory"
+
+    class Config(remask.ComponentConfig):
+        attention: Literal["auto", "block-causal", "full"] = Field(
+            "auto", description="As objective dtrpo's `attention`: how the model reads τ_{b,t_b}."
+        )
+        implementation: Literal["auto", "single-pass", "per-block"] = Field(
+            "auto", description="As objective dtrpo's `implementation`: one staircase forward or one per block."
+        )
+        trajectory: Literal["auto", "recorded", "schedule-matched"] = Field(
+            "auto", description="As objective dtrpo's `trajectory`: recorded unmask_step or schedule-matched."
+        )
+        offline_steps_per_block: int | None = Field(
+            None, ge=1, description="T_B of schedule-matched trajectories (None: num_steps // blocks)."
+        )
+
+    def __init__(self, config: remask.ComponentConfig | None = None) -> None:
+        super().__init__(config)
+        self._objective = DTRPOObjective(DTRPOObjective.Config(**self.config.model_dump()))
+
+    @torch.no_grad()
+    def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
+        fields = self._objective.trajectory_draw(rollout, None, policy, reference, generator)
+        state = DTRPOState(**fields, pairs=Pairs(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0),
+                           ties=0, empty=False)
+        r_hat, _ = self._objective.log_ratios(state, policy)
+        return r_hat  # [B]

@@ -2,14 +2,15 @@
 
 * step selector ``one-per-block``: one uniform step per block (usable by any objective);
 * advantage ``raw-reward``: the total reward unchanged, to rank completions into pairs;
-* objective ``dtrpo``: DPO on trajectory log-ratios from one re-masked step per block.
+* objective ``dtrpo``: DPO on trajectory log-ratios from one re-masked step per block;
+* likelihood estimator ``dtrpo-trajectory``: that log-ratio estimate alone (for ``remask diagnose``).
 """
 
 from __future__ import annotations
 
 import remask
 
-from .components import DTRPOObjective, OnePerBlockSelector, RawRewardAdvantage
+from .components import DTRPOObjective, DTRPOTrajectoryEstimator, OnePerBlockSelector, RawRewardAdvantage
 
 
 @remask.hookimpl
@@ -25,3 +26,8 @@ def register_advantage_estimators(register):
 @remask.hookimpl
 def register_objectives(register):
     register(DTRPOObjective)
+
+
+@remask.hookimpl
+def register_likelihood_estimators(register):
+    register(DTRPOTrajectoryEstimator)

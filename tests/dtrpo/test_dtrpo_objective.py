@@ -230,3 +230,18 @@ def test_optimizer_steps_raise_the_chosen_margin(policy, reference, rollout):
         opt.step()
         margins.append(out.metrics["rewards/margins"])
     assert margins[-1] > margins[0] + 0.5, margins
+
+
+def test_likelihood_estimator_contract_and_draws(policy, reference, rollout):
+    from remask.registry import get_registry
+    from remask_dtrpo.components import DTRPOTrajectoryEstimator
+
+    assert check_component(DTRPOTrajectoryEstimator) == []
+    assert get_registry().get("likelihood", "dtrpo-trajectory") is DTRPOTrajectoryEstimator
+    est = DTRPOTrajectoryEstimator()
+    a = est.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(0))
+    b = est.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(0))
+    c = est.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (4,) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(est.log_ratio(policy=policy, reference=policy, rollout=rollout,
+                                     generator=torch.Generator().manual_seed(0)), torch.zeros(4))
