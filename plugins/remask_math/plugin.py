@@ -5,11 +5,14 @@ from __future__ import annotations
 import remask
 
 from .arithmetic import ArithmeticCorrect, ArithmeticTask
+from .rewards import D1_COMPAT, FIXED
 
 
 @remask.hookimpl
 def register_rewards(register):
     register(ArithmeticCorrect)
+    for cls in FIXED + D1_COMPAT:
+        register(cls)
 
 
 @remask.hookimpl

@@ -1,0 +1,92 @@
+"""MathVerifier: our extraction and guards around math-verify running in a worker pool.
+
+Per (gold, prediction) pair, in the trainer process: length cap, pre-normalisation
+(:func:`~remask_math.normalize.pre_normalize`), power-tower pre-filter, and an exact fast path when
+both sides are plain decimal numbers (most GSM8K answers never leave the process). Everything else
+goes to :class:`~remask_math.pool.VerifierPool`, identical pairs of one call deduplicated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .normalize import exponent_depth, plain_number, pre_normalize
+from .pool import Job, VerifierPool
+from .text import MAX_SPAN_CHARS
+
+#: spans whose power towers are at least this deep are refused before parsing (``9^{9^{9^{9}}}``)
+MAX_EXPONENT_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Documented verdict switches (spec verifiers.md §1.6)."""
+
+    strip_percent: bool = True  # 50\% == 50, never 0.5
+    interval_equals_set: bool = False  # (1,2) is an interval, not {1, 2}
+    max_span_chars: int = MAX_SPAN_CHARS
+    max_exponent_depth: int = MAX_EXPONENT_DEPTH  # 0 disables the pre-filter
+    alarm_s: int = 3  # math-verify's own SIGALRM inside the worker (first line of defence)
+
+
+class MathVerifier:
+    """Judges answer spans against gold spans; owns (lazily) one :class:`VerifierPool`."""
+
+    def __init__(self, *, workers: int = 2, timeout_s: float = 5.0, memory_mb: int = 2048,
+                 policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self._pool_args = {"workers": workers, "timeout_s": timeout_s, "memory_mb": memory_mb}
+        self._pool: VerifierPool | None = None
+
+    @property
+    def pool(self) -> VerifierPool:
+        if self._pool is None:
+            self._pool = VerifierPool(**self._pool_args)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _prepare(self, gold: str | None, pred: str | None) -> tuple[tuple[float | None, str] | None, Job | None]:
+        p = self.policy
+        if gold is None or not str(gold).strip():
+            return (None, "no-reference"), None
+        if pred is None:
+            return (0.0, "no-answer"), None
+        if not pred.strip():
+            return (0.0, "empty-answer"), None
+        if len(pred) > p.max_span_chars:
+            return (0.0, "span-too-long"), None
+        g = pre_normalize(str(gold), strip_percent=p.strip_percent)
+        q = pre_normalize(pred, strip_percent=p.strip_percent)
+        if p.max_exponent_depth and exponent_depth(q) >= p.max_exponent_depth:
+            return (0.0, "exponent-tower"), None
+        gn, qn = plain_number(g), plain_number(q)
+        if gn is not None and qn is not None:
+            return ((1.0, "correct") if gn == qn else (0.0, "wrong-answer")), None
+        policy = {"interval_equals_set": p.interval_equals_set, "alarm_s": p.alarm_s}
+        return None, Job(gold=g, pred=q, policy=policy)
+
+    def check(self, pairs: Sequence[tuple[str | None, str | None]]) -> list[tuple[float | None, str]]:
+        """``(value, reason)`` per pair: 1.0/0.0, or None when the gold itself cannot be judged."""
+        out: list[tuple[float | None, str] | None] = []
+        jobs: dict[tuple[str, str, str], list[int]] = {}
+        job_of: dict[tuple[str, str, str], Job] = {}
+        for i, (gold, pred) in enumerate(pairs):
+            done, job = self._prepare(gold, pred)
+            out.append(done)
+            if job is not None:
+                key = (job.gold, job.pred, repr(sorted(job.policy.items())))
+                jobs.setdefault(key, []).append(i)
+                job_of[key] = job
+        if jobs:
+            keys = list(jobs)
+            verdicts = self.pool.run([job_of[k] for k in keys])
+            for key, (verdict, reason) in zip(keys, verdicts):
+                value = None if verdict is None else (1.0 if verdict else 0.0)
+                for i in jobs[key]:
+                    out[i] = (value, reason)
+        return [o if o is not None else (0.0, "verifier-crashed") for o in out]
