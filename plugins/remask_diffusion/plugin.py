@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import remask
 
+from .samplers import DreamSampler, FastDLLMSampler, LLaDASampler
 from .tiny import TinyDiffusionModel
 
 
 @remask.hookimpl
 def register_models(register):
     register(TinyDiffusionModel)
+
+
+@remask.hookimpl
+def register_samplers(register):
+    register(LLaDASampler)
+    register(DreamSampler)
+    register(FastDLLMSampler)

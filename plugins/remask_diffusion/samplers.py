@@ -1,0 +1,313 @@
+"""The samplers: LLaDA semi-autoregressive remasking, Dream's global confidence decoding, Fast-dLLM.
+
+Each returns a :class:`remask.Rollout` with ``unmask_step`` and, unless ``record_step_stats`` is
+off, the per-step T=1 log-probs and mean entropies of the committed tokens (spec algorithms.md §2.4).
+Randomness comes only from the ``generator`` argument, so the same generator state gives the same
+rollout. Rows are decoded together; prompts are left-padded and the padding mask is passed to the
+model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from remask import ComponentConfig, DiffusionModel, PromptBatch, Rollout, Sampler
+from remask.errors import RemaskError
+from remask.modeling import crop_cache
+
+from .sampling import (
+    StepRecorder,
+    completion_mask_through_eos,
+    draw_uniform,
+    gumbel_max,
+    gumbel_noise,
+    inverse_cdf_sample,
+    num_transfer_tokens,
+    select_top_k,
+    top_k_filter,
+    top_p_filter,
+)
+
+__all__ = ["LLaDASampler", "DreamSampler", "FastDLLMSampler"]
+
+
+class _BlockConfig(ComponentConfig):
+    gen_length: int = Field(32, ge=1, description="Completion length L (tokens generated per row).")
+    block_length: int = Field(8, ge=1, description="Semi-autoregressive block length; must divide gen_length.")
+    steps: int = Field(16, ge=1, description="Total denoising steps over all blocks (steps // blocks per block).")
+    temperature: float = Field(0.0, ge=0, description="Gumbel-max sampling temperature τ of the proposals; 0 = greedy.")
+    record_step_stats: bool = Field(
+        True, description="Record per-step T=1 log-probs and mean entropies of committed tokens (off saves memory)."
+    )
+
+    @model_validator(mode="after")
+    def _blocks_divide(self) -> Any:
+        if self.gen_length % self.block_length:
+            raise ValueError(
+                f"block_length {self.block_length} must divide gen_length {self.gen_length}"
+            )
+        return self
+
+
+def _start(model: DiffusionModel, prompts: PromptBatch, gen_length: int) -> tuple[Tensor, Tensor, int]:
+    """``x = [q, M×L]`` and its padding mask on the model's device. # [B, P+L] x2"""
+    device = model.device
+    b, p = prompts.prompt_ids.shape
+    masks = torch.full((b, gen_length), model.mask_token_id, dtype=torch.long, device=device)
+    x = torch.cat([prompts.prompt_ids.to(device), masks], dim=1)
+    attn = torch.cat([prompts.attention_mask.to(device).bool(), torch.ones_like(masks, dtype=torch.bool)], dim=1)
+    return x, attn, p
+
+
+def _finish(sampler: Sampler, model: DiffusionModel, prompts: PromptBatch, x: Tensor, p: int,
+            rec: StepRecorder, block_length: int, nfe: int) -> Rollout:
+    t, unmask, logps, entropy, all_eos = rec.finish()
+    completion = x[:, p:]
+    mask = completion_mask_through_eos(completion, model.eos_token_id)
+    return Rollout(
+        prompts=prompts,
+        completion_ids=completion,
+        completion_mask=mask,
+        unmask_step=unmask,
+        block_length=block_length,
+        num_steps=t,
+        texts=tuple(model.decode(completion, mask)),
+        nfe=nfe,
+        step_logps=logps,
+        step_entropy=entropy,
+        step_all_eos=all_eos,
+        sampler={"name": sampler.name, **sampler.config.model_dump(mode="json")},
+    )
+
+
+def _no_mask_proposals(logits: Tensor, mask_token_id: int) -> Tensor:
+    """Logits with the mask token excluded, so a proposal is never the mask itself. # [..., V]
+
+    A trained mask predictor gives the mask token ~0 probability; an untrained one does not, and a
+    committed mask would silently re-open a position. Confidences and recorded log-probs still use
+    the model's own (unfiltered) logits.
+    """
+    out = logits.clone()
+    out[..., mask_token_id] = float("-inf")
+    return out
+
+
+def _check_prompts(prompts: PromptBatch, model: DiffusionModel) -> None:
+    if prompts.batch_size == 0:
+        raise RemaskError("sampler: the prompt batch is empty")
+    if bool((prompts.prompt_ids == model.mask_token_id).any()):
+        raise RemaskError(f"sampler: a prompt contains the mask token id {model.mask_token_id}")
+
+
+class LLaDASampler(Sampler):
+    """LLaDA semi-autoregressive low-confidence remasking (d1 / LLaDA / Fast-dLLM `generate`)."""
+
+    name = "llada"
+
+    class Config(_BlockConfig):
+        remasking: Literal["low_confidence", "random"] = Field(
+            "low_confidence",
+            description="Which masked positions to commit: highest untempered confidence, or uniformly random.",
+        )
+        cfg_scale: float = Field(
+            0.0, ge=0, description="Classifier-free guidance weight w (0 = off; the unconditional pass masks the prompt)."
+        )
+
+    def _logits(self, model: DiffusionModel, x: Tensor, attn: Tensor, prompt: Tensor) -> Tensor:
+        """Model logits, with classifier-free guidance ``ℓu + (w+1)(ℓc − ℓu)`` when ``w > 0``. # [B, S, V]"""
+        w = self.config.cfg_scale
+        if w <= 0:
+            return model.logits(x, attn)
+        uncond = x.clone()
+        p = prompt.shape[1]
+        uncond[:, :p] = torch.where(prompt, torch.full_like(x[:, :p], model.mask_token_id), x[:, :p])
+        both = model.logits(torch.cat([x, uncond]), torch.cat([attn, attn]))
+        cond, unc = both.chunk(2)
+        return unc + (w + 1.0) * (cond - unc)
+
+    @torch.no_grad()
+    def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
+        c = self.config
+        _check_prompts(prompts, model)
+        x, attn, p = _start(model, prompts, c.gen_length)
+        b, mask_id = x.shape[0], model.mask_token_id
+        n_blocks = c.gen_length // c.block_length
+        steps_per_block = max(1, c.steps // n_blocks)
+        rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
+        prompt_real = attn[:, :p]
+        nfe0 = model.nfe
+        for block in range(n_blocks):
+            lo, hi = p + block * c.block_length, p + (block + 1) * c.block_length
+            schedule = num_transfer_tokens((x[:, lo:hi] == mask_id).sum(-1), steps_per_block)  # [B, S]
+            for s in range(steps_per_block):
+                step = block * steps_per_block + s
+                logits = self._logits(model, x, attn, prompt_real)[:, lo:hi]  # [B, Bl, V]; block only
+                masked = x[:, lo:hi] == mask_id  # [B, Bl]
+                noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
+                         if c.temperature > 0 else None)
+                proposal = gumbel_max(_no_mask_proposals(logits, mask_id), c.temperature, noise)  # [B, Bl]
+                if c.remasking == "low_confidence":
+                    probs = torch.softmax(logits.double(), dim=-1)  # untempered (spec §2.1 2c)
+                    confidence = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)  # [B, Bl]
+                else:
+                    confidence = draw_uniform(tuple(masked.shape), generator, logits.device)
+                confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+                commit = select_top_k(confidence, schedule[:, s])  # [B, Bl]
+                x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
+                rec.add(torch.full((b,), step, device=x.device), lo - p, commit, proposal,
+                        logits if c.record_step_stats else None)
+        return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)
+
+
+class DreamSampler(Sampler):
+    """Dream `diffusion_generate`: global confidence decoding on a linear timestep schedule."""
+
+    name = "dream"
+
+    class Config(ComponentConfig):
+        gen_length: int = Field(32, ge=1, description="Completion length L (Dream's max_new_tokens).")
+        steps: int = Field(32, ge=1, description="Denoising steps T over the whole completion.")
+        temperature: float = Field(0.2, ge=0, description="Sampling temperature τ (0 = argmax).")
+        top_p: float | None = Field(0.95, gt=0, le=1, description="Nucleus filter applied after the temperature.")
+        top_k: int | None = Field(None, ge=1, description="Top-k filter applied after top-p.")
+        alg: Literal["origin", "maskgit_plus", "topk_margin", "entropy"] = Field(
+            "entropy",
+            description=(
+                "origin: reveal each masked position with probability 1 − s/t; else reveal the most confident: "
+                "p(x̂0) (maskgit_plus), top1 − top2 (topk_margin) or negative entropy (entropy)."
+            ),
+        )
+        alg_temp: float = Field(
+            0.0, ge=0, description="With > 0, choose positions by sampling softmax(confidence / alg_temp) instead of top-k."
+        )
+        eps: float = Field(1e-3, gt=0, lt=1, description="Final time of the linear schedule linspace(1, eps, steps + 1).")
+        record_step_stats: bool = Field(
+            True, description="Record per-step T=1 log-probs and mean entropies of committed tokens (off saves memory)."
+        )
+
+    def _sample_tokens(self, logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Dream ``sample_tokens``: (x̂0, confidence) under the tempered, filtered distribution. ``[N, V]``."""
+        c = self.config
+        lg = logits.float()
+        if c.temperature > 0:
+            lg = lg / c.temperature
+        lg = top_k_filter(top_p_filter(lg, c.top_p), c.top_k)
+        probs = torch.softmax(lg, dim=-1)  # [N, V]
+        if c.temperature > 0:
+            x0 = inverse_cdf_sample(probs, draw_uniform((probs.shape[0],), generator, probs.device))
+            conf = probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+        else:
+            conf, x0 = probs.max(-1)
+        if c.alg == "topk_margin":
+            top2 = torch.topk(probs, 2, dim=-1).values
+            conf = top2[:, 0] - top2[:, 1]
+        elif c.alg == "entropy":
+            logp = torch.log(probs.clamp_min(1e-10))
+            conf = (probs * logp).sum(-1)  # negative entropy
+        return x0, conf
+
+    @torch.no_grad()
+    def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
+        c = self.config
+        _check_prompts(prompts, model)
+        x, attn, p = _start(model, prompts, c.gen_length)
+        b, mask_id, length = x.shape[0], model.mask_token_id, c.gen_length
+        timesteps = torch.linspace(1.0, c.eps, c.steps + 1, dtype=torch.float64)
+        rec = StepRecorder(b, length, x.device, model.eos_token_id, c.record_step_stats)
+        nfe0 = model.nfe
+        for i in range(c.steps):
+            masked = x[:, p:] == mask_id  # [B, L]
+            if not bool(masked.any()):
+                break
+            logits = model.logits(x, attn)[:, p:]  # [B, L, V]; the adapter undid any AR shift
+            t, s = float(timesteps[i]), float(timesteps[i + 1])
+            last = i == c.steps - 1
+            flat = _no_mask_proposals(logits[masked], mask_id)  # [N, V] masked positions only
+            x0_flat, conf_flat = self._sample_tokens(flat, generator)
+            proposal = torch.zeros_like(x[:, p:])
+            proposal[masked] = x0_flat
+            if c.alg == "origin":
+                reveal = draw_uniform((b, length), generator, x.device) < (1.0 - s / t)
+                commit = masked & (reveal | last)
+            else:
+                confidence = torch.full((b, length), float("-inf"), device=x.device)
+                confidence[masked] = conf_flat.float()
+                n_mask = masked.sum(-1)  # [B]
+                k = n_mask if last else torch.floor(n_mask.double() * (1.0 - s / t)).long()
+                if c.alg_temp > 0:  # sampling without replacement = Gumbel-top-k on confidence / alg_temp
+                    u = draw_uniform((b, length), generator, x.device)
+                    confidence = torch.where(masked, confidence.double() / c.alg_temp + gumbel_noise(u),
+                                             torch.full_like(u, float("-inf")))
+                commit = select_top_k(confidence, k)
+            x[:, p:] = torch.where(commit, proposal, x[:, p:])
+            rec.add(torch.full((b,), i, device=x.device), 0, commit, proposal,
+                    logits if c.record_step_stats else None)
+        return _finish(self, model, prompts, x, p, rec, length, model.nfe - nfe0)
+
+
+class FastDLLMSampler(Sampler):
+    """Fast-dLLM: confidence-threshold parallel decoding within blocks, with a prefix KV cache."""
+
+    name = "fast-dllm"
+
+    class Config(_BlockConfig):
+        threshold: float | None = Field(
+            0.9, gt=0, le=1,
+            description="Commit every masked block position with untempered confidence ≥ threshold (at least one "
+                        "per step); None = the fixed LLaDA schedule of `steps`.",
+        )
+        use_cache: bool = Field(
+            True, description="Prefix KV cache (Fast-dLLM PrefixCache) when the model supports it; approximate."
+        )
+
+    @torch.no_grad()
+    def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
+        c = self.config
+        _check_prompts(prompts, model)
+        x, attn, p = _start(model, prompts, c.gen_length)
+        b, mask_id = x.shape[0], model.mask_token_id
+        n_blocks = c.gen_length // c.block_length
+        steps_per_block = max(1, c.steps // n_blocks)
+        cached = c.use_cache and model.supports_kv_cache
+        rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
+        row_step = torch.zeros(b, dtype=torch.long, device=x.device)  # per-row step counter
+        nfe0 = model.nfe
+        for block in range(n_blocks):
+            lo, hi = p + block * c.block_length, p + (block + 1) * c.block_length
+            schedule = num_transfer_tokens((x[:, lo:hi] == mask_id).sum(-1), steps_per_block)  # [B, S]
+            cache, s = None, 0
+            while bool((x[:, lo:hi] == mask_id).any()):
+                if not cached:
+                    logits = model.logits(x, attn)[:, lo:hi]  # [B, Bl, V]
+                elif cache is None:  # block start: full pass, keep the K/V of everything before the block
+                    out = model.forward(x, attn, use_cache=True)
+                    logits = out.logits[:, lo:hi]
+                    cache = crop_cache(out.past_key_values, lo)
+                else:  # later steps feed x[lo:] against the (stale) prefix cache
+                    out = model.forward(x[:, lo:], attn, past_key_values=cache, use_cache=True)
+                    logits = out.logits[:, : hi - lo]
+                    crop_cache(cache, lo)
+                masked = x[:, lo:hi] == mask_id  # [B, Bl]
+                noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
+                         if c.temperature > 0 else None)
+                proposal = gumbel_max(_no_mask_proposals(logits, mask_id), c.temperature, noise)  # [B, Bl]
+                probs = torch.softmax(logits.double(), dim=-1)  # untempered confidence
+                confidence = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
+                confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+                if c.threshold is None:
+                    k = schedule[:, min(s, steps_per_block - 1)]
+                    if s >= steps_per_block - 1:
+                        k = masked.sum(-1)
+                    commit = select_top_k(confidence, k)
+                else:
+                    best = select_top_k(confidence, torch.ones(b, dtype=torch.long, device=x.device))
+                    commit = (masked & (confidence >= c.threshold)) | best
+                x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
+                rec.add(row_step, lo - p, commit, proposal, logits if c.record_step_stats else None)
+                row_step = row_step + commit.any(-1).long()
+                s += 1
+        return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)

@@ -1,0 +1,180 @@
+"""Pure tensor functions shared by the samplers (spec algorithms.md §2), and the step recorder.
+
+Every function works on whole batches: no Python loop runs over rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "num_transfer_tokens",
+    "draw_uniform",
+    "gumbel_max",
+    "gumbel_noise",
+    "select_top_k",
+    "completion_mask_through_eos",
+    "top_p_filter",
+    "top_k_filter",
+    "inverse_cdf_sample",
+    "StepRecorder",
+]
+
+
+def num_transfer_tokens(mask_count: Tensor, steps: int) -> Tensor:
+    """LLaDA's transfer schedule: ``k_s = ⌊n/S⌋ + 1[s < n mod S]`` (spec §2.1 step 2).
+
+    ``mask_count`` ``[B]`` long (masked positions of the block per row) -> ``[B, S]`` long; the
+    remainder goes to the earliest steps, and each row gets its own schedule.
+    """
+    n = mask_count.long().view(-1, 1)  # [B, 1]
+    s = torch.arange(steps, device=n.device).view(1, -1)  # [1, S]
+    return n // steps + (s < n % steps).long()  # [B, S]
+
+
+def draw_uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
+                 dtype: torch.dtype = torch.float64) -> Tensor:
+    """``U[0, 1)`` noise drawn from ``generator`` on its own device, then moved to ``device``."""
+    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def gumbel_max(logits: Tensor, temperature: float, uniform: Tensor | None) -> Tensor:
+    """Sample ``x̂0 ~ softmax(ℓ/τ)`` by the Gumbel-max trick in float64 (spec §2.1 step 2b).
+
+    LLaDA writes the proposal as ``argmax_v exp(ℓ_v) / (−log u_v)^τ``; taking logs gives the same
+    argmax as ``ℓ_v − τ·log(−log u_v) = ℓ_v + τ·g_v`` with ``g`` standard Gumbel, computed here
+    in float64 (arXiv 2409.02908: low-precision Gumbel noise hurts generation). ``τ = 0`` is the
+    argmax. ``logits`` ``[..., V]``, ``uniform`` ``[..., V]`` float64 -> ids ``[...]``.
+    """
+    if temperature == 0 or uniform is None:
+        return logits.argmax(-1)
+    g = -torch.log(-torch.log(uniform))  # [..., V] standard Gumbel
+    return (logits.double() + temperature * g).argmax(-1)
+
+
+def gumbel_noise(uniform: Tensor) -> Tensor:
+    """Standard Gumbel noise ``−log(−log u)`` (same shape as ``uniform``)."""
+    return -torch.log(-torch.log(uniform))
+
+
+def select_top_k(confidence: Tensor, k: Tensor) -> Tensor:
+    """Per row, mark the ``k[b]`` positions of highest confidence (ties: lower index first).
+
+    ``confidence`` ``[B, N]`` (−inf where a position may not be chosen), ``k`` ``[B]`` long ->
+    ``[B, N]`` bool. Positions with −inf confidence are never marked, even if ``k`` exceeds their
+    number.
+    """
+    order = torch.argsort(confidence, dim=-1, descending=True, stable=True)  # [B, N]
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return (rank < k.view(-1, 1)) & torch.isfinite(confidence)
+
+
+def completion_mask_through_eos(completion_ids: Tensor, eos_token_id: int) -> Tensor:
+    """True up to and including the first EOS of each row (spec §2.1, trap §8.3). # [B, L] bool"""
+    is_eos = completion_ids == eos_token_id  # [B, L]
+    before = is_eos.long().cumsum(-1) - is_eos.long()  # EOS seen strictly before each position
+    return before == 0
+
+
+def top_p_filter(logits: Tensor, top_p: float | None) -> Tensor:
+    """Nucleus filter (Dream ``top_p_logits``): keep the smallest prefix of the sorted
+    distribution whose mass reaches ``top_p`` (the token crossing it is kept). ``[N, V]``."""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    cum = torch.softmax(sorted_logits.float(), dim=-1).cumsum(-1)  # [N, V]
+    drop_sorted = cum > top_p
+    drop_sorted[..., 1:] = drop_sorted[..., :-1].clone()
+    drop_sorted[..., 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def top_k_filter(logits: Tensor, top_k: int | None) -> Tensor:
+    """Keep the ``top_k`` largest logits per row (Dream ``top_k_logits``). ``[N, V]``."""
+    if top_k is None or top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # [N, 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def inverse_cdf_sample(probs: Tensor, uniform: Tensor) -> Tensor:
+    """One categorical draw per row by inverting the CDF: ``probs`` ``[N, V]``, ``uniform`` ``[N]``.
+
+    Exact (zero-probability tokens are never drawn) and needs one uniform per row instead of V.
+    """
+    cdf = probs.double().cumsum(-1)  # [N, V]
+    target = (uniform.double() * cdf[..., -1]).unsqueeze(-1)  # [N, 1]
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)
+
+
+@dataclass
+class StepRecorder:
+    """Accumulates what a sampler records per step (spec §2.4) without per-row Python loops.
+
+    Each :meth:`add` gets the positions committed in one iteration and, per row, the step index the
+    iteration counts as (``row_step [B]``: the global iteration for semi-AR samplers; a per-row
+    counter for threshold samplers, whose idle rows then skip no step). :meth:`finish` scatters the
+    per-iteration values into ``[B, T]`` tables.
+    """
+
+    batch_size: int
+    gen_length: int
+    device: torch.device
+    eos_token_id: int
+    record_stats: bool = True
+    unmask_step: Tensor = field(init=False)
+    _steps: list[Tensor] = field(default_factory=list, init=False)
+    _logps: list[Tensor] = field(default_factory=list, init=False)
+    _entropy: list[Tensor] = field(default_factory=list, init=False)
+    _all_eos: list[Tensor] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.unmask_step = torch.full((self.batch_size, self.gen_length), -1, dtype=torch.long, device=self.device)
+
+    def add(
+        self,
+        row_step: Tensor,  # [B] long, the step index of this iteration per row
+        offset: int,  # first completion position of the region below
+        commit: Tensor,  # [B, N] bool, positions committed now (region [offset, offset+N))
+        tokens: Tensor,  # [B, N] long, the committed tokens (where commit)
+        logits: Tensor | None = None,  # [B, N, V] untempered logits of the region (for the T=1 stats)
+    ) -> None:
+        n = commit.shape[-1]
+        region = self.unmask_step[:, offset:offset + n]
+        region.copy_(torch.where(commit, row_step.view(-1, 1), region))
+        self._steps.append(row_step.clone())
+        count = commit.sum(-1)  # [B]
+        eos_or_idle = (tokens == self.eos_token_id) | ~commit
+        self._all_eos.append((count > 0) & eos_or_idle.all(-1))
+        if self.record_stats and logits is not None:
+            logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, N, V]
+            logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, N]
+            ent = -(logp_all.exp() * logp_all).sum(-1)  # [B, N]
+            c = commit.float()
+            self._logps.append((logp * c).sum(-1))
+            self._entropy.append((ent * c).sum(-1) / count.clamp_min(1).float())
+
+    def finish(self) -> tuple[int, Tensor, Tensor | None, Tensor | None, Tensor]:
+        """``(T, unmask_step [B, L], step_logps [B, T], step_entropy [B, T], step_all_eos [B, T])``."""
+        if bool((self.unmask_step < 0).any()):
+            raise RuntimeError("sampler left completion positions uncommitted")  # a sampler bug
+        steps = torch.stack(self._steps, dim=1)  # [B, I]
+        t = int(self.unmask_step.max()) + 1
+        width = max(t, int(steps.max()) + 1)
+        b = self.batch_size
+
+        def table(values: list[Tensor], dtype: torch.dtype) -> Tensor:
+            out = torch.zeros(b, width, dtype=dtype, device=self.device)
+            out.scatter_add_(1, steps, torch.stack(values, dim=1).to(dtype))
+            return out[:, :t]
+
+        logps = table(self._logps, torch.float32) if self._logps else None
+        entropy = table(self._entropy, torch.float32) if self._entropy else None
+        all_eos = table(self._all_eos, torch.long).bool()
+        return t, self.unmask_step, logps, entropy, all_eos
