@@ -3,3 +3,17 @@
 from __future__ import annotations
 
 import remask
+
+from .reward import CodeReward, EgspoCodeReward
+from .task import CodeTestsTask
+
+
+@remask.hookimpl
+def register_rewards(register):
+    register(CodeReward)
+    register(EgspoCodeReward)
+
+
+@remask.hookimpl
+def register_tasks(register):
+    register(CodeTestsTask)

@@ -141,7 +141,7 @@ def _bwrap_features(bwrap: str) -> set[str]:
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """How sandboxes are started. ``isolation`` is "bwrap" or "none" (explicit, unsafe opt-in)."""
+    """How sandboxes are started. ``isolation`` is "bwrap" or "unsafe-none" (explicit opt-in)."""
 
     isolation: str = "bwrap"
     python: str = ""
@@ -153,7 +153,7 @@ class SandboxSpec:
     def command(self, ctl_fd: int) -> tuple[list[str], str]:
         """(argv, workdir root) of one sandbox. Raises :class:`SandboxError` when impossible."""
         root = os.geteuid() == 0
-        if self.isolation == "none":
+        if self.isolation == "unsafe-none":
             python = find_python(self.python, unprivileged=False)
             return [python, "-I", "-S", "-B", "-c", _ZYGOTE_SOURCE, str(ctl_fd), "0"], ""
         bwrap = shutil.which("bwrap")
@@ -161,7 +161,7 @@ class SandboxSpec:
             raise SandboxError(
                 "code reward: bubblewrap (`bwrap`) is not installed, so untrusted code cannot be "
                 "sandboxed; install it (`apt-get install -y bubblewrap`) or, only on a disposable "
-                "machine, set `unsafe_allow_unsandboxed: true` in the reward's config"
+                "machine, set `isolation: unsafe-none` in the reward's config"
             )
         python = find_python(self.python, unprivileged=root)
         features = _bwrap_features(bwrap)
@@ -466,9 +466,9 @@ class SandboxPool:
         self._ids = iter(range(1, 1 << 31))
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        if spec.isolation == "none":
+        if spec.isolation == "unsafe-none":
             logger.warning(
-                "code reward: running model-generated code WITHOUT a sandbox (unsafe_allow_unsandboxed"
+                "code reward: running model-generated code WITHOUT a sandbox (isolation: unsafe-none"
                 " is set): programs can read and write your files, use the network and kill processes")
         else:
             spec.command(0)  # fail early and clearly when bwrap / an interpreter is missing
