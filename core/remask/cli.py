@@ -64,11 +64,15 @@ def _plugins(args: argparse.Namespace, extra: list[str]) -> int:
         from rich.table import Table
 
         table = Table(title="remask components", show_lines=False)
-        for col in ("kind", "name", "distribution", "version", "summary"):
-            table.add_column(col, overflow="fold")
+        for col in ("kind", "name", "distribution", "version"):
+            width = max([len(col)] + [len(str(c.as_dict()[col])) for c in comps])
+            table.add_column(col, no_wrap=True, min_width=width)
+        table.add_column("summary", no_wrap=True, overflow="ellipsis", max_width=60)
         for c in comps:
             table.add_row(c.kind, c.name, c.distribution, c.version, c.summary)
-        Console(width=max(100, Console().width)).print(table)
+        console = Console(width=max(120, Console().width))
+        console.print(table)
+        console.print("[dim]remask schema KIND NAME shows a component's config fields[/dim]")
     for p in problems:
         _err(p.line())
     return 2 if problems else 0
