@@ -16,7 +16,7 @@ _MINUS = dict.fromkeys(map(ord, "\u2212\u2012\u2013\u2014\ufe63\uff0d"), "-")
 _SPACES = "\u00a0\u2007\u2009\u202f\u2008\u200a\u2002\u2003\u2004\u2005\u2006"
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"), None)
 _DIGIT_GAP = re.compile(r"(?<=\d)(?:\\[,;:! ]|\{,\}|[" + _SPACES + r"]|\\thinspace|~)(?=\d)")
-_BOLD = re.compile(r"\*\*(.*?)\*\*", re.DOTALL)
+_BOLD = re.compile(r"(?<![\w)}\]])\*\*(?=\S)(.+?)(?<=\S)\*\*(?![\w({\[])", re.DOTALL)
 _PERCENT = re.compile(r"\\?%|\\text\{\s*percent\s*\}|\bpercent\b")
 _REPEATING = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\overline\{(\d{1,50})\}")
 
@@ -48,6 +48,18 @@ def pre_normalize(span: str, *, strip_percent: bool = True) -> str:
     if strip_percent:
         s = _PERCENT.sub("", s)
     return s.strip()
+
+
+def nesting_depth(span: str) -> int:
+    """Deepest nesting of ``{}``/``()``/``[]`` (math-verify spends seconds on 400 nested parens)."""
+    depth = deepest = 0
+    for ch in span:
+        if ch in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "})]":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def exponent_depth(span: str) -> int:

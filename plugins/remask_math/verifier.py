@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .normalize import exponent_depth, plain_number, pre_normalize
+from .normalize import exponent_depth, nesting_depth, plain_number, pre_normalize
 from .pool import Job, VerifierPool
 from .text import MAX_SPAN_CHARS
 
 #: spans whose power towers are at least this deep are refused before parsing (``9^{9^{9^{9}}}``)
 MAX_EXPONENT_DEPTH = 3
+#: spans nested deeper than this are refused (math-verify needs seconds to give up on them)
+MAX_NESTING = 40
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Policy:
     interval_equals_set: bool = False  # (1,2) is an interval, not {1, 2}
     max_span_chars: int = MAX_SPAN_CHARS
     max_exponent_depth: int = MAX_EXPONENT_DEPTH  # 0 disables the pre-filter
+    max_nesting: int = MAX_NESTING  # 0 disables the pre-filter
     alarm_s: int = 3  # math-verify's own SIGALRM inside the worker (first line of defence)
 
 
@@ -62,8 +65,10 @@ class MathVerifier:
             return (0.0, "span-too-long"), None
         g = pre_normalize(str(gold), strip_percent=p.strip_percent)
         q = pre_normalize(pred, strip_percent=p.strip_percent)
-        if p.max_exponent_depth and exponent_depth(q) >= p.max_exponent_depth:
+        if p.max_exponent_depth and max(exponent_depth(pred), exponent_depth(q)) >= p.max_exponent_depth:
             return (0.0, "exponent-tower"), None
+        if p.max_nesting and nesting_depth(q) > p.max_nesting:
+            return (0.0, "too-deep"), None
         gn, qn = plain_number(g), plain_number(q)
         if gn is not None and qn is not None:
             return ((1.0, "correct") if gn == qn else (0.0, "wrong-answer")), None
