@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import remask
 
+from .dream import DreamModel
+from .llada import LLaDAModel
 from .samplers import DreamSampler, FastDLLMSampler, LLaDASampler
 from .tiny import TinyDiffusionModel
 
@@ -12,6 +14,8 @@ from .tiny import TinyDiffusionModel
 @remask.hookimpl
 def register_models(register):
     register(TinyDiffusionModel)
+    register(LLaDAModel)
+    register(DreamModel)
 
 
 @remask.hookimpl
