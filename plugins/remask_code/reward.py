@@ -96,6 +96,8 @@ class CodeReward(remask.RewardModel):
             self.spec.command(0)  # refuse now, with a clear message, when bwrap is missing
         self._pool: SandboxPool | None = None
         self._lock = threading.Lock()
+        #: wall-clock seconds of the longest program run of each row in the last evaluate()
+        self.last_wall_s: list[float] = []
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -169,6 +171,9 @@ class CodeReward(remask.RewardModel):
                 jobs.append(Job("tests", code, {"setup": plan.setup, "units": list(plan.units)}))
                 owners.append((row, plan, -1))
         results = self.pool.run_many(jobs) if jobs else []
+        self.last_wall_s = [0.0] * n
+        for (row, _, _), result in zip(owners, results):
+            self.last_wall_s[row] = max(self.last_wall_s[row], result.wall_s)
         io_tally: dict[int, list[int]] = {}
         io_why: dict[int, str] = {}
         for (row, plan, case), result in zip(owners, results):

@@ -231,7 +231,7 @@ class _Sandbox:
             self.proc = subprocess.Popen(
                 argv, pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
-                start_new_session=True,
+                start_new_session=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
             )
         finally:
             child_sock.close()
@@ -346,7 +346,8 @@ class _Sandbox:
             os.set_blocking(r, False)
         chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], "results": []}
         kept = {"stdout": 0, "stderr": 0, "results": 0}
-        keep_cap = {"stdout": limits.output_bytes, "stderr": limits.keep_stderr_bytes,
+        keep_cap = {"stdout": limits.output_bytes if job.mode == "io" else limits.keep_stderr_bytes,
+                    "stderr": limits.keep_stderr_bytes,
                     "results": limits.output_bytes}
         total = 0
         reply: dict[str, Any] | None = None
