@@ -229,7 +229,9 @@ class TraflObjective(remask.PolicyObjective):
                 f"objective trafl: LogZHead expects hidden size {self.head.hidden_size} but the reference's "
                 f"hidden states have {state.prompt_features.shape[-1]}; fix objective.hidden_size"
             )
-        return self.head(state.prompt_features.to(head_device)).to(state.centred_reward.device)
+        with torch.autocast(device_type=head_device.type, enabled=False):  # z in float32 under mixed precision
+            z = self.head(state.prompt_features.to(head_device, torch.float32))  # [B]
+        return z.float().to(state.centred_reward.device)
 
     def loss(self, state: TraflState, *, inner_step: int, context: remask.StepContext) -> remask.LossOutput:
         c = self.config
