@@ -6,6 +6,7 @@ import remask
 
 from .arithmetic import ArithmeticCorrect, ArithmeticTask
 from .rewards import D1_COMPAT, FIXED
+from .tasks import TASKS
 
 
 @remask.hookimpl
@@ -18,3 +19,5 @@ def register_rewards(register):
 @remask.hookimpl
 def register_tasks(register):
     register(ArithmeticTask)
+    for cls in TASKS:
+        register(cls)

@@ -62,6 +62,27 @@ def all_grids() -> tuple[str, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=1)
+def _cell_masks() -> tuple[tuple[int, ...], ...]:
+    """``masks[cell][digit]``: bitmask over :func:`all_grids` of the grids with ``digit`` at ``cell``."""
+    grids = all_grids()
+    masks = [[0] * 5 for _ in range(16)]
+    for k, g in enumerate(grids):
+        for cell, ch in enumerate(g):
+            masks[cell][int(ch)] |= 1 << k
+    return tuple(tuple(m) for m in masks)
+
+
+def count_solutions(puzzle: str) -> int:
+    """Number of valid grids agreeing with the puzzle's givens (bitmask intersection)."""
+    masks = _cell_masks()
+    alive = (1 << len(all_grids())) - 1
+    for cell, ch in enumerate(puzzle):
+        if ch != "0":
+            alive &= masks[cell][int(ch)]
+    return bin(alive).count("1")
+
+
 def solutions(puzzle: str) -> list[str]:
     return [g for g in all_grids() if all(p == "0" or p == c for p, c in zip(puzzle, g))]
 
@@ -81,7 +102,7 @@ def generate_puzzle(rng: random.Random, min_empty: int = 6, max_empty: int = 10)
                 break
             keep = puzzle[i]
             puzzle[i] = "0"
-            if len(solutions("".join(puzzle))) == 1:
+            if count_solutions("".join(puzzle)) == 1:
                 removed += 1
             else:
                 puzzle[i] = keep
