@@ -152,6 +152,19 @@ def _assert_to_case(test: ast.AST, names: set[str]) -> tuple[str, Case] | None:
     """Recognise the assert shapes MBPP / HumanEval / KodCode use with literal data."""
     lit = _literal
     try:
+        # abs(f(x) - y) < tol   (or <=)
+        if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], (ast.Lt, ast.LtE))
+                and isinstance(test.left, ast.Call) and isinstance(test.left.func, ast.Name)
+                and test.left.func.id == "abs" and len(test.left.args) == 1
+                and isinstance(test.left.args[0], ast.BinOp) and isinstance(test.left.args[0].op, ast.Sub)):
+            diff = test.left.args[0]
+            call, other = _call_of(diff.left, names), diff.right
+            if call is None:
+                call, other = _call_of(diff.right, names), diff.left
+            if call is None:
+                return None
+            return call[0], Case(call[1], call[2], lit(other), "close", 0.0, float(lit(test.comparators[0])))
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             op, left, right = test.ops[0], test.left, test.comparators[0]
             call = _call_of(left, names)
@@ -191,19 +204,6 @@ def _assert_to_case(test: ast.AST, names: set[str]) -> tuple[str, Case] | None:
                 return None
             return call[0], Case(call[1], call[2], lit(other), "close",
                                  float(tol.get("rel_tol", 1e-9)), float(tol.get("abs_tol", 0.0)))
-        # abs(f(x) - y) < tol   (or <=)
-        if (isinstance(test, ast.Compare) and len(test.ops) == 1
-                and isinstance(test.ops[0], (ast.Lt, ast.LtE))
-                and isinstance(test.left, ast.Call) and isinstance(test.left.func, ast.Name)
-                and test.left.func.id == "abs" and len(test.left.args) == 1
-                and isinstance(test.left.args[0], ast.BinOp) and isinstance(test.left.args[0].op, ast.Sub)):
-            diff = test.left.args[0]
-            call, other = _call_of(diff.left, names), diff.right
-            if call is None:
-                call, other = _call_of(diff.right, names), diff.left
-            if call is None:
-                return None
-            return call[0], Case(call[1], call[2], lit(other), "close", 0.0, float(lit(test.comparators[0])))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return None
