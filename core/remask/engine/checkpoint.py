@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +141,8 @@ def rotate(output_dir: str | Path, save_total_limit: int | None) -> list[Path]:
 
 
 def _is_peft(module: torch.nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(module, PeftModel)
+    peft = sys.modules.get("peft")  # never imported -> cannot be a PEFT module (and import is slow)
+    return peft is not None and isinstance(module, peft.PeftModel)
 
 
 def save_module_state(module: torch.nn.Module, path: Path) -> None:

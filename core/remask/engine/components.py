@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,11 +125,8 @@ def adapter_active(model: DiffusionModel) -> bool:
 
 
 def _is_peft(module: torch.nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(module, PeftModel)
+    peft = sys.modules.get("peft")  # never imported -> cannot be a PEFT module (and import is slow)
+    return peft is not None and isinstance(module, peft.PeftModel)
 
 
 # ---------------------------------------------------------------------------------------------

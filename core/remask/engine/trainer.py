@@ -53,7 +53,7 @@ from .evaluation import EvalResult, accuracy_summary, build_eval_sampler, evalua
 from .reporting import RunReporter, completion_metrics, format_duration, reward_metrics, write_manifest
 from .rng import RngStreams, stream_seed
 
-__all__ = ["Trainer", "train", "build_optimizer", "build_scheduler", "TrainResult"]
+__all__ = ["Trainer", "train", "build_optimizer", "build_scheduler", "lr_factor", "TrainResult"]
 
 log = logging.getLogger("remask.engine")
 
@@ -78,12 +78,28 @@ def build_optimizer(train: TrainConfig, policy_params: list[torch.nn.Parameter],
                              weight_decay=train.weight_decay)
 
 
-def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-    """``constant``, ``constant_with_warmup``, ``cosine`` or ``linear`` (transformers' schedules)."""
-    from transformers import get_scheduler
+def lr_factor(name: str, step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based), as transformers'
+    ``get_scheduler`` defines the four schedules: linear warm-up over ``warmup_steps`` (except
+    ``constant``), then constant, linear decay to 0, or half a cosine to 0 at ``total_steps``."""
+    if name == "constant":
+        return 1.0
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if name == "constant_with_warmup":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if name == "linear":
+        return max(0.0, 1.0 - progress)
+    if name == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    raise ConfigError([f"train.lr_scheduler: unknown schedule {name!r}"])
 
-    return get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
-                         num_training_steps=max(total_steps, 1))
+
+def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """``constant``, ``constant_with_warmup``, ``cosine`` or ``linear`` as a ``LambdaLR``."""
+    name, warmup, total = train.lr_scheduler, train.warmup_steps, max(total_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(name, step, warmup, total))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +602,8 @@ class Trainer(Engine):
         t = self.train_cfg
         per = t.prompts_per_step // self.world
         if self.store is not None:
-            rollout, stored = self.store.read(self.rollouts_done % len(self.store), device=self.device)
+            shards = self.store.shards()
+            rollout, stored = self.store.read(shards[self.rollouts_done % len(shards)], device=self.device)
             g = rollout.prompts.group_size
             rows = rollout.batch_size // self.world
             if rows % g:
