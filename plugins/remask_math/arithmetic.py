@@ -22,7 +22,7 @@ from pydantic import Field
 import remask
 
 from .prompts import REASONING_PREFILL, TRAIN_FORMAT_PROMPT, user_message, xml_completion
-from .text import answer_tag_span, clip
+from .text import answer_tag_span, too_long
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 _LEADING_INT = re.compile(r"-?\d+")
@@ -75,7 +75,9 @@ def arithmetic_verdict(completion: str, answer: str) -> tuple[float, str]:
     """
     if not answer:
         return 0.0, "no-reference"
-    text = clip(completion)
+    if too_long(completion):
+        return 0.0, "too-long"
+    text = completion
     span = answer_tag_span(text)
     got = leading_integer(span if span is not None else text)
     if got is None:
