@@ -309,14 +309,13 @@ class DTRPOObjective(remask.PolicyObjective):
         }
         if state.empty:
             loss = r_hat.sum() * 0.0
-            return remask.LossOutput(loss=loss, metrics={**metrics, "loss": 0.0}, forward_passes=forwards)
+            return remask.LossOutput(loss=loss, metrics=metrics, forward_passes=forwards)
         r_w, r_l = r_hat[state.pairs.chosen], r_hat[state.pairs.rejected]  # [n_pairs]
         per_pair = dpo_loss(r_w, r_l, beta)  # [n_pairs]
         loss = per_pair.mean()
         with torch.no_grad():
             chosen, rejected = beta * r_w.detach(), beta * r_l.detach()
             metrics.update({
-                "loss": float(loss.detach()),
                 "rewards/chosen": float(chosen.mean()),
                 "rewards/rejected": float(rejected.mean()),
                 "rewards/margins": float((chosen - rejected).mean()),
