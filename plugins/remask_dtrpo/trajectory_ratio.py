@@ -45,6 +45,7 @@ __all__ = [
     "remasked_completion",
     "staircase_attention_mask",
     "prompt_position_ids",
+    "shifts_logits",
     "newly_unmasked_logps_single_pass",
     "newly_unmasked_logps_per_block",
     "newly_unmasked_logps_full_state",
@@ -178,6 +179,15 @@ def staircase_attention_mask(
     return (body | sees_prompt | eye).unsqueeze(1)  # [B, 1, S, S]
 
 
+def shifts_logits(model: remask.DiffusionModel) -> bool:
+    """Whether ``model`` (or the adapter a reference wrapper holds as ``base``) undoes an AR shift."""
+    while model is not None:
+        if getattr(model, "shift_logits", False):
+            return True
+        model = getattr(model, "base", None)
+    return False
+
+
 def newly_unmasked_logps_single_pass(
     model: remask.DiffusionModel,
     prompts: remask.PromptBatch,
@@ -189,7 +199,9 @@ def newly_unmasked_logps_single_pass(
 
     Input ``[prompt, y, z]`` (``S = P + 2L``), the staircase mask of
     :func:`staircase_attention_mask`, and the completion's position ids repeated for the copy
-    ``z``. The logits of the copy are read; callers keep only the newly unmasked positions.
+    ``z``. The logits of the copy are read; callers keep only the newly unmasked positions. For
+    adapters with ``shift_logits`` (Dream) the first position of every re-masked block is read from
+    the clean copy, so that the result still equals :func:`newly_unmasked_logps_per_block`.
     """
     prompt_ids = prompts.prompt_ids.to(completion_ids.device)
     prompt_mask = prompts.attention_mask.to(completion_ids.device)
@@ -199,7 +211,15 @@ def newly_unmasked_logps_single_pass(
     position_ids = torch.cat([pos, pos[:, p:]], dim=1)  # [B, P + 2L]
     attn = staircase_attention_mask(prompt_mask, l, block_length)  # [B, 1, S, S]
     logits = model.forward(input_ids, attn, position_ids=position_ids).logits  # [B, S, V]
-    return gather_logprobs(logits[:, p + l :], completion_ids)  # [B, L]
+    copy_logits = logits[:, p + l :]  # [B, L, V]
+    if shifts_logits(model):
+        # Dream-style adapters read token i's prediction from raw position i-1 and shift it inside.
+        # The first token of re-masked block b must come from the position before it in ITS state,
+        # the clean y_{b·B-1} (or the last prompt token): that is the clean copy's shifted logit.
+        starts = torch.arange(0, l, block_length, device=logits.device)  # [N_B]
+        copy_logits = copy_logits.clone()
+        copy_logits[:, starts] = logits[:, p + starts]
+    return gather_logprobs(copy_logits, completion_ids)  # [B, L]
 
 
 def newly_unmasked_logps_per_block(

@@ -251,3 +251,23 @@ def test_selector_steps_weights_and_validity(policy):
     for r in (0, 1, 3):
         for b in range(2):
             assert int(sel.steps[r, b]) in unmask[r, 4 * b: 4 * b + 4].tolist()
+
+
+def test_case23_holds_for_adapters_that_shift_logits(rollout):
+    """Dream-style adapters predict token i from position i-1; the single pass must still match."""
+    from remask.registry import get_registry
+    from dtrpo_support import SMALL
+
+    base = get_registry().get("model", "tiny")
+
+    class Shifted(base):
+        name = "tiny-shifted"
+        shift_logits = True
+
+    model = Shifted(Shifted.Config(**SMALL, seed=2))
+    steps, _ = draw_block_steps(rollout.unmask_step, 4, torch.Generator().manual_seed(4))
+    z, _ = remasked_completion(rollout.completion_ids, rollout.unmask_step, steps, 4, model.mask_token_id)
+    with torch.no_grad():
+        single = newly_unmasked_logps_single_pass(model, rollout.prompts, rollout.completion_ids, z, 4)
+        per_block = newly_unmasked_logps_per_block(model, rollout.prompts, rollout.completion_ids, z, 4)
+    torch.testing.assert_close(single, per_block, atol=1e-5, rtol=1e-5)
