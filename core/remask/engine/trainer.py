@@ -229,7 +229,9 @@ class Engine:
         if self.lora:
             apply_lora(model, t.lora)
         if t.gradient_checkpointing:
-            enable = getattr(model.module, "gradient_checkpointing_enable", None)
+            enable = getattr(model, "enable_gradient_checkpointing", None)
+            if not callable(enable):
+                enable = getattr(model.module, "gradient_checkpointing_enable", None)
             if not callable(enable):
                 raise RemaskError(f"train.gradient_checkpointing: model {model.name!r} does not support it")
             enable()
@@ -238,7 +240,11 @@ class Engine:
                 for m in model.module.modules():
                     if isinstance(m, torch.nn.Dropout):
                         m.p = 0.0
-        model.module.to(self.device)
+        mover = getattr(model, "to", None)  # HF adapters track their device
+        if callable(mover):
+            mover(self.device)
+        else:
+            model.module.to(self.device)
         self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
         self.examples = list(task.examples("train"))
         self.data = DataOrder(len(self.examples), t.seed)
