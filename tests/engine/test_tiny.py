@@ -19,7 +19,7 @@ def _config(out: str, **train_overrides):
                      "intermediate_size": 64, "max_length": 16, "seed": 0, "device": "cpu"},
            "task": {"name": "arithmetic", "digits": 1, "operation": "+", "train_size": 20, "test_size": 8},
            "sampler": {"name": "llada", "gen_length": 4, "block_length": 4, "steps": 4, "temperature": 1.0},
-           "rewards": [{"name": "arithmetic-correct"}],
+           "rewards": [{"name": "arithmetic-correct"}, {"name": "test-digits"}],  # dense: non-zero advantages
            "advantage": {"name": "group-mean"},
            "objective": {"name": "d1", "beta": 0.04},
            "train": {"output_dir": out, "max_steps": 4, "prompts_per_step": 2, "group_size": 2, "inner_steps": 2,
@@ -30,7 +30,7 @@ def _config(out: str, **train_overrides):
     return parse_config(raw)
 
 
-def test_tiny_d1_lora_resume_is_bit_exact(tmp_path):
+def test_tiny_d1_lora_resume_is_bit_exact(fakes, tmp_path):
     reg = get_registry()
     for kind, name in (("model", "tiny"), ("objective", "d1"), ("sampler", "llada"), ("task", "arithmetic")):
         if name not in reg.names(kind):
