@@ -185,9 +185,9 @@ class DTRPOObjective(remask.PolicyObjective):
             synth_rows = torch.zeros(rollout.batch_size, dtype=torch.bool, device=unmask_step.device)
         n_synth = int(synth_rows.sum())
         if n_synth:
-            t_b = c.offline_steps_per_block or max(1, rollout.num_steps // n_blocks)
+            steps_per_block = c.offline_steps_per_block or max(1, rollout.num_steps // n_blocks)
             synthetic = schedule_matched_unmask_step(
-                tuple(unmask_step.shape), rollout.block_length, t_b, generator
+                tuple(unmask_step.shape), rollout.block_length, steps_per_block, generator
             ).to(unmask_step.device)
             unmask_step = torch.where(synth_rows.unsqueeze(-1), synthetic, unmask_step)
         drawn, counts = draw_block_steps(unmask_step, rollout.block_length, generator)  # [B, N_B]

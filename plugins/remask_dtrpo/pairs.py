@@ -82,7 +82,8 @@ def build_pairs(
                 for b in range(a + 1, len(rows)):
                     add(rows[a], rows[b])
         else:
-            perm = torch.randperm(len(rows), generator=generator).tolist()
+            device = generator.device if generator is not None else "cpu"
+            perm = torch.randperm(len(rows), generator=generator, device=device).tolist()
             for a in range(0, len(perm) - 1, 2):
                 add(rows[perm[a]], rows[perm[a + 1]])
     return Pairs(torch.tensor(chosen, dtype=torch.long), torch.tensor(rejected, dtype=torch.long), ties)

@@ -39,6 +39,7 @@ import remask
 from remask.functional import gather_logprobs
 
 __all__ = [
+    "uniform",
     "block_index",
     "block_step_candidates",
     "draw_block_steps",
@@ -60,6 +61,12 @@ __all__ = [
 def block_index(gen_length: int, block_length: int, device: torch.device | None = None) -> Tensor:
     """Block of every completion position, ``i // block_length``. # [L] long"""
     return torch.arange(gen_length, device=device) // block_length
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``U(0, 1)`` draws from ``generator`` on its own device (the engine's streams live on the
+    accelerator), returned on the CPU. # shape"""
+    return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).cpu()
 
 
 def block_step_candidates(unmask_step: Tensor, block_length: int) -> tuple[Tensor, Tensor]:
@@ -88,10 +95,10 @@ def draw_block_steps(unmask_step: Tensor, block_length: int, generator: torch.Ge
     """Draw ``t_b ~ U(S_b)`` for every row and block (dTRPO's state reduction, §3.4 (2)).
 
     Returns ``(steps [B, N_B] long, T_B [B, N_B] long)``; ``steps`` are sampler step indices. The
-    uniform draws come from ``generator`` (CPU, float64) so the result does not depend on the device.
+    uniform draws come from ``generator`` (float64, on the generator's own device).
     """
     candidates, counts = block_step_candidates(unmask_step, block_length)  # [B, N_B, T_max], [B, N_B]
-    u = torch.rand(counts.shape, generator=generator, dtype=torch.float64)  # [B, N_B]
+    u = uniform(tuple(counts.shape), generator, torch.float64)  # [B, N_B]
     pick = (u * counts.cpu().double()).floor().long().clamp(min=0)
     pick = torch.minimum(pick, (counts.cpu() - 1).clamp(min=0)).to(candidates.device)  # [B, N_B]
     steps = candidates.gather(-1, pick.unsqueeze(-1)).squeeze(-1)  # [B, N_B]
@@ -319,7 +326,7 @@ def schedule_matched_unmask_step(
         n = hi - lo
         sched = transfer_schedule(n, steps_per_block)
         step_of_rank = torch.repeat_interleave(torch.arange(steps_per_block), torch.tensor(sched))  # [n]
-        order = torch.rand((bsz, n), generator=generator).argsort(dim=-1)  # [B, n] rank -> position
+        order = uniform((bsz, n), generator).argsort(dim=-1)  # [B, n] rank -> position
         block = torch.empty((bsz, n), dtype=torch.long)
         block.scatter_(1, order, step_of_rank.unsqueeze(0).expand(bsz, -1))
         out[:, lo:hi] = b * steps_per_block + block
