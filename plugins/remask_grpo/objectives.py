@@ -59,8 +59,13 @@ class PolicyGradientState:
 
 
 def draw_mask_seeds(generator: torch.Generator, count: int, high: int = SEED_HIGH) -> list[int]:
-    """``count`` seeds ``s_m ~ U{0, ..., high−1}`` from the likelihood-mask stream."""
-    return [int(s) for s in torch.randint(0, high, (count,), generator=generator)]
+    """``count`` seeds ``s_m ~ U{0, ..., high−1}`` from the likelihood-mask stream.
+
+    The stream may live on the accelerator (the engine creates its generators on the training
+    device); the draw happens there and only the integers come back.
+    """
+    drawn = torch.randint(0, high, (count,), generator=generator, device=generator.device)  # [count]
+    return [int(s) for s in drawn.tolist()]
 
 
 def _check_advantages(advantages: Tensor, batch: int, where: str) -> Tensor:
