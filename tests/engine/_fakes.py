@@ -38,6 +38,7 @@ class RatioObjective(remask.PolicyObjective):
         beta: float = Field(0.04, description="KL weight.")
         epsilon: float = Field(0.2, description="Clip range.")
         nan_at_step: int = Field(-1, description="Return a NaN loss at this global step (tests).")
+        prompt_mask_prob: float = Field(0.15, description="Probability of masking a prompt token.")
 
     def _logps(self, model, rollout, prompt_mask):
         ids, attn = F.full_sequence(rollout.prompts, rollout.completion_ids)
@@ -50,7 +51,7 @@ class RatioObjective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context):
         p = rollout.prompts.prompt_length
-        prompt_mask = torch.rand(rollout.batch_size, p, generator=context.generator) < 0.15
+        prompt_mask = torch.rand(rollout.batch_size, p, generator=context.generator) < self.config.prompt_mask_prob
         old = self._logps(context.policy, rollout, prompt_mask)
         ref = self._logps(context.reference, rollout, prompt_mask) if context.reference is not None else old
         return {"rollout": rollout, "adv": advantages, "old": old, "ref": ref, "pm": prompt_mask}
