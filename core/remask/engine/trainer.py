@@ -483,7 +483,8 @@ class Engine:
                 self.save_checkpoint()
             if not interrupted and self.config.eval.after_training:
                 self.run_eval("after")
-            self._finish()
+            if not interrupted:  # an interrupted run must not overwrite the "final" model
+                self._finish()
         finally:
             progress.close()
             self.stop.restore()
