@@ -254,7 +254,9 @@ class _Sandbox:
         self.info = reply
         self.jobs_done = 0
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        """Stop the sandbox. ``graceful``: let the zygote exit on EOF first (used at pool close,
+        so that the CPU time of everything it ran is accounted to this process)."""
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -262,14 +264,19 @@ class _Sandbox:
                 pass
             self.sock = None
         if self.proc is not None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
+            try:  # the zygote exits on EOF; give it a moment, then kill the whole sandbox
+                if not graceful:
+                    raise subprocess.TimeoutExpired(self.proc.args, 0)
+                self.proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                pass
+                try:
+                    self.proc.kill()
+                except OSError:
+                    pass
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             for stream in (self.proc.stderr,):
                 if stream is not None:
                     try:
@@ -533,7 +540,7 @@ class SandboxPool:
             self._executor.shutdown(wait=True)
             self._executor = None
         for box in self._all:
-            box.close()
+            box.close(graceful=True)
         self._all.clear()
 
     def __enter__(self) -> SandboxPool:

@@ -428,46 +428,53 @@ def _launch(job, fds, workdir, stdin_fd):
     """Fork the job's session leader L, which forks the job J and reaps it.
 
     J's parent is L, not the zygote, so a job that kills its parent (``os.kill(os.getppid(), 9)``)
-    only removes L. L sends J's pid, then J's raw wait status, on a pipe. Returns (L, J, pipe).
+    only removes L. L writes J's pid on one pipe right away (read only if L dies early) and J's raw
+    wait status on another when J ends. Returns (L, status pipe, pid pipe).
     """
-    r, w = os.pipe()
+    status_r, status_w = os.pipe()
+    pid_r, pid_w = os.pipe()
     leader = os.fork()
     if leader == 0:
         try:
-            os.close(r)
+            os.close(status_r)
+            os.close(pid_r)
             os.setsid()
             job_pid = os.fork()
             if job_pid == 0:
-                os.close(w)
+                os.close(status_w)
+                os.close(pid_w)
                 _child(job, fds, workdir, stdin_fd)
             for fd in (*fds, stdin_fd):
                 os.close(fd)
-            os.write(w, struct.pack("i", job_pid))
+            os.write(pid_w, struct.pack("i", job_pid))
             _, status = os.waitpid(job_pid, 0)
-            os.write(w, struct.pack("i", status))
+            os.write(status_w, struct.pack("i", status))
         finally:
             os._exit(0)
-    os.close(w)
+    os.close(status_w)
+    os.close(pid_w)
+    return leader, status_r, pid_r
+
+
+def _read_int(fd):
     raw = b""
     while len(raw) < 4:
-        chunk = os.read(r, 4 - len(raw))
+        chunk = os.read(fd, 4 - len(raw))
         if not chunk:
-            break
+            return None
         raw += chunk
-    job_pid = struct.unpack("i", raw)[0] if len(raw) == 4 else -1
-    return leader, job_pid, r
+    return struct.unpack("i", raw)[0]
 
 
-def _wait(ctl, leader, job_pid, status_fd, job_id, timeout):
+def _wait(ctl, leader, status_r, pid_r, job_id, timeout):
     """Wait for the job with a wall-clock deadline; stop its process group on expiry or when the
     parent asks ('K'). Returns (stopped, raw wait status or None when unknown)."""
     deadline = time.monotonic() + timeout
     stopped = ""
     gone = False
-    try:
-        watch = os.pidfd_open(job_pid) if job_pid > 0 else status_fd
-    except ProcessLookupError:
-        watch = status_fd  # already gone: the leader is about to report its status
+    status = None
+    watch = status_r
+    job_pid = -1
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -476,7 +483,24 @@ def _wait(ctl, leader, job_pid, status_fd, job_id, timeout):
                 break
             ready, _, _ = select.select([watch, ctl], [], [], remaining)
             if watch in ready:
-                break
+                if watch != status_r:
+                    break  # the job itself (followed after its leader died) has ended
+                status = _read_int(status_r)
+                if status is not None:
+                    break
+                # The leader died without a status (the job killed it): follow the job itself.
+                os.set_blocking(pid_r, False)
+                try:
+                    job_pid = _read_int(pid_r) or -1
+                except BlockingIOError:
+                    job_pid = -1
+                try:
+                    watch = os.pidfd_open(job_pid) if job_pid > 0 else -1
+                except ProcessLookupError:
+                    watch = -1
+                if watch < 0:
+                    break
+                continue
             if ctl in ready:
                 try:
                     kind, kid, length, fds = _recv_frame(ctl)
@@ -494,31 +518,18 @@ def _wait(ctl, leader, job_pid, status_fd, job_id, timeout):
         if stopped:
             for target in (leader, job_pid):
                 if target > 0:
-                    try:
-                        os.killpg(target, signal.SIGKILL)
-                    except OSError:
-                        pass
-                    try:
-                        os.kill(target, signal.SIGKILL)
-                    except OSError:
-                        pass
-        if watch != status_fd:
+                    for kill in (os.killpg, os.kill):
+                        try:
+                            kill(target, signal.SIGKILL)
+                        except OSError:
+                            pass
+        if watch not in (status_r, -1):
             os.close(watch)
+        os.close(status_r)
+        os.close(pid_r)
+        os.waitpid(leader, 0)
     if gone:
         raise EOFError
-    # The job is over; its leader reports the status and exits (allow it a moment).
-    status = None
-    ready, _, _ = select.select([status_fd], [], [], 0.5)
-    if ready:
-        raw = os.read(status_fd, 4)
-        if len(raw) == 4:
-            status = struct.unpack("i", raw)[0]
-    os.close(status_fd)
-    try:
-        os.kill(leader, signal.SIGKILL)
-    except OSError:
-        pass
-    os.waitpid(leader, 0)
     return stopped, status
 
 
@@ -553,11 +564,11 @@ def main():
             workdir = job["workdir"]
             os.makedirs(workdir, 0o700, exist_ok=True)
             stdin_fd = _open_stdin(job.get("stdin"), workdir)
-            leader, job_pid, status_fd = _launch(job, fds, workdir, stdin_fd)
+            leader, status_r, pid_r = _launch(job, fds, workdir, stdin_fd)
             for fd in fds:
                 os.close(fd)
             os.close(stdin_fd)
-            stopped, status = _wait(ctl, leader, job_pid, status_fd, job_id, float(job["timeout_s"]))
+            stopped, status = _wait(ctl, leader, status_r, pid_r, job_id, float(job["timeout_s"]))
             rounds = _sweep(in_pidns)
             clean = all(_wipe(p) for p in scratch) if scratch else _wipe(workdir)
             if not scratch:
