@@ -127,3 +127,47 @@ def plain_number(span: str) -> Fraction | None:
         return Fraction(num.rstrip(".") or "0")
     except (ValueError, ZeroDivisionError):
         return None
+
+
+_SIMPLE_FRAC = re.compile(r"(-?)\\frac\{(-?\d{1,200})\}\{(-?\d{1,200})\}|(-?)(\d{1,200})/(\d{1,200})")
+
+
+def _terminating(value: Fraction) -> bool:
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
+def simple_rational(span: str) -> tuple[Fraction, bool] | None:
+    """``(value, is_decimal)`` for a plain number or a simple fraction (``\\frac{3}{4}``, ``-\\dfrac{1}{2}``,
+    ``3/4``, ``\\frac{-1}{2}``), else None. Decided exactly in the trainer process, no worker."""
+    s = span.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\left", "").replace("\\right", "")
+    s = s.replace(" ", "")
+    if s.startswith("$") and s.endswith("$") and len(s) > 1:
+        s = s.strip("$")
+    m = _SIMPLE_FRAC.fullmatch(s)
+    if m:
+        sign = m.group(1) or m.group(4)
+        num, den = (m.group(2), m.group(3)) if m.group(2) is not None else (m.group(5), m.group(6))
+        if int(den) == 0:
+            return None
+        value = Fraction(int(num), int(den))
+        return (-value if sign else value), False
+    value = plain_number(span)
+    if value is None:
+        return None
+    return value, "." in span
+
+
+def exact_decision(gold: str, pred: str) -> bool | None:
+    """True/False when both spans are plain rationals and an exact comparison is the same verdict
+    math-verify's 6-decimal rule would give; None to defer to math-verify."""
+    g, p = simple_rational(gold), simple_rational(pred)
+    if g is None or p is None:
+        return None
+    (gv, g_dec), (pv, p_dec) = g, p
+    if g_dec != p_dec and not _terminating(pv if g_dec else gv):
+        return None  # 0.3333333 vs 1/3: math-verify's rounding policy decides
+    return gv == pv

@@ -1,8 +1,9 @@
 """MathVerifier: our extraction and guards around math-verify running in a worker pool.
 
 Per (gold, prediction) pair, in the trainer process: length cap, pre-normalisation
-(:func:`~remask_math.normalize.pre_normalize`), power-tower pre-filter, and an exact fast path when
-both sides are plain decimal numbers (most GSM8K answers never leave the process). Everything else
+(:func:`~remask_math.normalize.pre_normalize`), power-tower and nesting pre-filters, and an exact
+fast path when both sides are plain numbers or simple fractions (most GSM8K and many MATH answers
+never leave the process). Everything else
 goes to :class:`~remask_math.pool.VerifierPool`, identical pairs of one call deduplicated.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .normalize import exponent_depth, nesting_depth, plain_number, pre_normalize
+from .normalize import exact_decision, exponent_depth, nesting_depth, pre_normalize
 from .pool import Job, VerifierPool
 from .text import MAX_SPAN_CHARS
 
@@ -69,9 +70,9 @@ class MathVerifier:
             return (0.0, "exponent-tower"), None
         if p.max_nesting and nesting_depth(q) > p.max_nesting:
             return (0.0, "too-deep"), None
-        gn, qn = plain_number(g), plain_number(q)
-        if gn is not None and qn is not None:
-            return ((1.0, "correct") if gn == qn else (0.0, "wrong-answer")), None
+        exact = exact_decision(g, q)  # plain numbers and simple fractions never leave the process
+        if exact is not None:
+            return ((1.0, "correct") if exact else (0.0, "wrong-answer")), None
         policy = {"interval_equals_set": p.interval_equals_set, "alarm_s": p.alarm_s}
         return None, Job(gold=g, pred=q, policy=policy)
 

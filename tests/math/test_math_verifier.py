@@ -74,7 +74,7 @@ def test_tricky_math_pairs(math_reward):
     reasons = out.reasons["math-correct"]
     wrong = [(g, p, e, v, r) for (g, p, e), v, r in zip(MATH_PAIRS, got, reasons) if v != e]
     assert not wrong, wrong
-    assert "exact-rational-mismatch" in reasons and any(r.startswith("interval-vs-set") for r in reasons)
+    assert any(r.startswith("interval-vs-set") for r in reasons)
 
 
 @pytest.mark.parametrize("text,reason", [
