@@ -206,8 +206,10 @@ class Engine:
         from accelerate import Accelerator
 
         trackers = list(self.train_cfg.report_to)
-        return Accelerator(mixed_precision=self.train_cfg.mixed_precision, log_with=trackers or None,
-                           project_dir=str(self.output_dir))
+        # Without CUDA, say so: accelerate then runs `accelerate launch --multi_gpu` ranks as gloo
+        # processes (MULTI_CPU) instead of silently running each rank alone.
+        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=self.train_cfg.mixed_precision,
+                           log_with=trackers or None, project_dir=str(self.output_dir))
 
     def _check_layout(self, whole_groups: bool) -> None:
         problems = check_batch_arithmetic(self.train_cfg, num_processes=self.accelerator.num_processes,
