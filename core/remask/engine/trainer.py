@@ -193,6 +193,8 @@ class Engine:
         self.global_step = 0
         self.rollouts_done = 0
         self.skipped_steps = 0
+        self.forward_passes_done = 0  # sampler + objective forwards so far (train.max_forward_passes)
+        self._run_started = time.perf_counter()
         self.timer = _Timer()
         self.stop = _StopRequest()
         self.eval_results: dict[str, EvalResult] = {}
@@ -369,6 +371,7 @@ class Engine:
                 "global_step": self.global_step,
                 "rollouts_done": self.rollouts_done,
                 "skipped_steps": self.skipped_steps,
+                "forward_passes_done": self.forward_passes_done,
                 "data": self.data.state_dict(),
                 "num_processes": self.world,
                 "command": self.command,
@@ -403,6 +406,7 @@ class Engine:
         self.global_step = int(state["global_step"])
         self.rollouts_done = int(state.get("rollouts_done", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.forward_passes_done = int(state.get("forward_passes_done", 0))
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.global_step)
 
@@ -440,14 +444,29 @@ class Engine:
             self.reporter.log(metrics, step=self.global_step)
             self.last_metrics = metrics
         self.registry.after_step(step=self.global_step, metrics=dict(metrics))
-        stop = False
+        stop = self._budget_spent(metrics)
         if _crossed(before, self.global_step, self.config.eval.every_steps) and self.global_step < t.max_steps:
             result = self.run_eval(f"step-{self.global_step}")
-            stop = self._reached_target(result)
+            stop = self._reached_target(result) or stop
         if _crossed(before, self.global_step, t.save_steps) and self.global_step < t.max_steps and not stop:
             with self.timer("checkpoint"):
                 self.save_checkpoint()
         return stop
+
+    def _budget_spent(self, metrics: dict[str, float]) -> bool:
+        """True once ``train.max_forward_passes`` or ``train.max_seconds`` is used up (checked at
+        rollout boundaries, so a run may overshoot by one round)."""
+        t = self.train_cfg
+        self.forward_passes_done += int(metrics.get("diffusion/nfe", 0) + metrics.get("diffusion/forward_passes", 0))
+        cap = getattr(t, "max_forward_passes", None)
+        if cap is not None and self.forward_passes_done >= cap:
+            log.info("forward-pass budget %d reached at step %d", cap, self.global_step)
+            return True
+        limit = getattr(t, "max_seconds", None)
+        if limit is not None and self._any_process(time.perf_counter() - self._run_started >= limit):
+            log.info("time budget %.0fs reached at step %d", limit, self.global_step)
+            return True
+        return False
 
     def _reached_target(self, result: EvalResult | None) -> bool:
         target = getattr(self.train_cfg, "stop_at_accuracy", None)
@@ -459,6 +478,7 @@ class Engine:
 
     def run(self) -> TrainResult:
         t0 = time.perf_counter()
+        self._run_started = t0
         self.accelerator = self._make_accelerator()
         self._start()
         t = self.train_cfg
