@@ -153,12 +153,14 @@ class StepRecorder:
         eos_or_idle = (tokens == self.eos_token_id) | ~commit
         self._all_eos.append((count > 0) & eos_or_idle.all(-1))
         if self.record_stats and logits is not None:
-            logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, N, V]
-            logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, N]
-            ent = -(logp_all.exp() * logp_all).sum(-1)  # [B, N]
-            c = commit.float()
-            self._logps.append((logp * c).sum(-1))
-            self._entropy.append((ent * c).sum(-1) / count.clamp_min(1).float())
+            # only the committed positions: [K, V] with K = commits this step, not [B, N, V]
+            rows = commit.nonzero(as_tuple=True)[0]  # [K]
+            logp_all = torch.log_softmax(logits[commit].float(), dim=-1)  # [K, V]
+            logp = logp_all.gather(-1, tokens[commit].unsqueeze(-1)).squeeze(-1)  # [K]
+            ent = -(logp_all.exp() * logp_all).sum(-1)  # [K]
+            zeros = torch.zeros(self.batch_size, dtype=torch.float32, device=self.device)
+            self._logps.append(zeros.index_add(0, rows, logp))
+            self._entropy.append(zeros.index_add(0, rows, ent) / count.clamp_min(1).float())
 
     def finish(self) -> tuple[int, Tensor, Tensor | None, Tensor | None, Tensor]:
         """``(T, unmask_step [B, L], step_logps [B, T], step_entropy [B, T], step_all_eos [B, T])``."""
