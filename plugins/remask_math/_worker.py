@@ -190,11 +190,9 @@ def judge(gold: str, pred: str, policy: dict[str, Any]) -> tuple[bool | None, st
     return True, "correct"
 
 
-_WARMUP = (
-    ("1", "1"), ("\\frac{1}{2}", "\\dfrac{2}{4}"), ("2\\sqrt{3}", "\\sqrt{12}"), ("\\frac{\\sqrt{2}}{2}", "\\sqrt2/2"),
-    ("2^{10}", "1024"), ("\\pi", "3.14"), ("x=3", "3"), ("\\{1,2\\}", "\\{2,1\\}"), ("(1,2]", "(1,2]"),
-    ("2\\frac{1}{4}", "\\frac{9}{4}"), ("\\text{(A)}", "A"), ("x^2+2x+1", "(x+1)^2"), ("10\\%", "10"),
-    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)"), ("3\\cdot 4", "12"), ("\\infty", "\\infty"),
+_WARMUP = (  # the constructs most answers use; each costs a few ms once per worker
+    ("1", "1"), ("\\frac{1}{2}", "\\dfrac{2}{4}"), ("2\\sqrt{3}", "\\sqrt{12}"), ("2^{10}", "1024"),
+    ("x=3", "3"), ("\\{1,2\\}", "\\{2,1\\}"),
 )
 
 

@@ -58,6 +58,8 @@ class MathVerifier:
         p = self.policy
         if gold is None or not str(gold).strip():
             return (None, "no-reference"), None
+        if len(str(gold)) > 10 * p.max_span_chars:
+            return (None, "gold-too-long"), None
         if pred is None:
             return (0.0, "no-answer"), None
         if not pred.strip():

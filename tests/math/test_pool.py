@@ -43,11 +43,15 @@ def _children() -> set[int]:
 
 def test_lazy_start_then_clean_close():
     before = _children()
-    pool = VerifierPool(workers=2, timeout_s=10)
+    pool = VerifierPool(workers=2, timeout_s=10, memory_mb=1536)
     assert pool.pids == [] and _children() == before  # constructing spawns nothing
     assert pool.run([Job("1", "1"), Job("2", "3")]) == [(True, "correct"), (False, "wrong-answer")]
     pids = pool.pids
     assert len(pids) == 2 and all(_alive(p) for p in pids)
+    for pid in pids:  # the address space of every worker is capped
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max address space"))
+        assert str(1536 * 1024 * 1024) in line
     pool.close()
     pool.close()  # idempotent
     assert not any(_alive(p) for p in pids)
@@ -87,17 +91,6 @@ def test_worker_killed_from_outside_is_replaced():
         pool.close()
 
 
-def test_worker_address_space_is_capped():
-    pool = VerifierPool(workers=1, memory_mb=1536)
-    try:
-        pool.run([Job("1", "1")])
-        with open(f"/proc/{pool.pids[0]}/limits") as f:
-            line = next(x for x in f if x.startswith("Max address space"))
-        assert str(1536 * 1024 * 1024) in line
-    finally:
-        pool.close()
-
-
 def test_reward_timeout_reason_and_close_leaves_nothing():
     before = _children()
     reward = MathCorrect(MathCorrect.Config(workers=1, timeout_s=1.5))
@@ -126,3 +119,35 @@ def test_hostile_outputs_through_the_pool():
         assert reasons["(" * 400 + "1" + ")" * 400] == "too-deep"
     finally:
         verifier.close()
+
+
+_SCRIPT = """
+import sys, time
+from remask_math.pool import Job, VerifierPool
+pool = VerifierPool(workers=2)
+pool.run([Job("1", "1")])
+print(" ".join(map(str, pool.pids)), flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(60)
+"""
+
+
+def test_workers_die_with_a_killed_parent():
+    """No close(), no atexit: a SIGKILLed trainer still takes its workers with it (PDEATHSIG)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, "hang"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for x in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
