@@ -1,7 +1,8 @@
 """Short CPU runs of the EGSPO and EGSPO-SA example pipelines on the shipped tiny model.
 
-Each run must raise the training reward (the mean over the last rollouts above the mean over the
-first ones) within a minute on one CPU thread.
+Each run must raise the training reward (the mean over the last third of the rollouts above the
+mean over the first third) within a minute of CPU time. The settings were tuned on a masked-SFT
+tiny model of about 55% greedy accuracy; the test skips while the shipped checkpoint is missing.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def test_short_cpu_run_raises_reward(example, stepwise, tmp_path):
 
     cfg = load_config(ROOT / "examples" / example, {**SHORT, "train.output_dir": str(tmp_path)})
     _require_shipped_model(cfg)
-    start = time.perf_counter()
+    start = time.process_time()
     train(cfg)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start  # CPU time: the machine is shared
     rows = _rewards(tmp_path)
     rewards = [r["train/reward"] for r in rows]
     third = max(1, len(rewards) // 3)
