@@ -189,3 +189,13 @@ def test_resume_path_errors_are_one_line(tmp_path):
     with pytest.raises(remask.RemaskError, match="not a checkpoint directory"):
         ckpt.resolve_resume(str(tmp_path), tmp_path)
     assert ckpt.resolve_resume("latest", tmp_path) is None
+
+
+def test_bf16_autocast_after_an_fp32_run_in_the_same_process(make_config, tmp_path):
+    train(make_config("fp32", max_steps=2))
+    result = train(make_config("bf16", max_steps=2, mixed_precision="bf16"))
+    assert result["global_step"] == 2
+    weights = _weights(tmp_path / "bf16", 2)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())  # fp32 masters
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["mixed_precision"] == "bf16"

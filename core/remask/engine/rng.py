@@ -35,8 +35,13 @@ def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
     return (seed * 1_000_003 + code * 7_919 + rank * 104_729) % (2**63 - 1)
 
 
+#: streams created on the accelerator device (the sampler's noise can be [B, L, V]); the others
+#: draw small tensors and live on the CPU, where every ``torch.rand(..., generator=g)`` works
+DEVICE_STREAMS: tuple[str, ...] = ("sampling",)
+
+
 class RngStreams:
-    """The per-process generators of one run, created on ``device``."""
+    """The per-process generators of one run (``sampling`` on ``device``, the others on the CPU)."""
 
     def __init__(self, seed: int, *, rank: int = 0, device: torch.device | str = "cpu") -> None:
         self.seed = seed
@@ -44,7 +49,7 @@ class RngStreams:
         self.device = torch.device(device)
         self.generators: dict[str, torch.Generator] = {}
         for name in STREAMS:
-            g = torch.Generator(device=self.device)
+            g = torch.Generator(device=self.device if name in DEVICE_STREAMS else "cpu")
             g.manual_seed(stream_seed(seed, name, rank))
             self.generators[name] = g
 

@@ -171,9 +171,9 @@ class SftTrainer(Engine):
             targets, target_mask = self._targets(examples, t.group_size)  # [B, L]
             b, length = targets.shape
             g = self.rng.likelihood
-            ratio = 1.0 - torch.rand(b, generator=g, device=self.device)  # t ~ U(0, 1]
+            ratio = (1.0 - torch.rand(b, generator=g, device=g.device)).to(self.device)  # t ~ U(0, 1]
             ratio = (1.0 - MASK_EPS) * ratio + MASK_EPS
-            masked = torch.rand(b, length, generator=g, device=self.device) < ratio.unsqueeze(1)  # [B, L]
+            masked = torch.rand(b, length, generator=g, device=g.device).to(self.device) < ratio.unsqueeze(1)  # [B, L]
             noisy = torch.where(masked, torch.full_like(targets, self.model.mask_token_id), targets)
         self._train_mode()
         mb = t.micro_batch_size or b

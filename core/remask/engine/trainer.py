@@ -207,6 +207,13 @@ class Engine:
             return self._accelerator
         from accelerate import Accelerator
 
+        from accelerate.state import AcceleratorState, PartialState
+
+        partial = PartialState._shared_state
+        if partial.get("_cpu") is not None and partial.get("num_processes", 1) == 1:
+            # a previous run in this (single) process fixed accelerate's singletons, e.g. its
+            # mixed precision; a new run starts from its own config
+            AcceleratorState._reset_state(True)
         trackers = list(self.train_cfg.report_to)
         # Without CUDA, say so: accelerate then runs `accelerate launch --multi_gpu` ranks as gloo
         # processes (MULTI_CPU) instead of silently running each rank alone.
