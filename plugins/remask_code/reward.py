@@ -72,7 +72,8 @@ class CodeReward(remask.RewardModel):
         max_output_mb: int = Field(16, ge=1, description="A program is killed once its stdout, "
                                    "stderr and results exceed this many MiB in total.")
         max_code_chars: int = Field(200_000, ge=100, description="Longer programs score 0 unrun.")
-        workers: int = Field(0, ge=0, description="Sandboxes run in parallel (0 = usable CPU cores).")
+        workers: int = Field(0, ge=0, description="Sandboxes run in parallel (0 = two per usable CPU "
+                             "core, at most 32).")
         tmpfs_mb: int = Field(64, ge=8, description="Size cap of the sandbox's writable /tmp, MiB.")
         python: str = Field("", description="Interpreter inside the sandbox (empty = /usr/bin/python3, "
                             "else this process's interpreter if the sandbox uid can run it).")
@@ -178,7 +179,7 @@ class CodeReward(remask.RewardModel):
         io_why: dict[int, str] = {}
         for (row, plan, case), result in zip(owners, results):
             if isinstance(plan, IOPlan):
-                ok = (result.stopped == "" and result.exit == 0
+                ok = (result.stopped == "" and result.exit == 0  # ended normally (never enough alone)
                       and outputs_match(plan.cases[case][1], result.stdout.decode("utf-8", "replace")))
                 tally = io_tally.setdefault(row, [0, len(plan.cases)])
                 tally[0] += int(ok)
@@ -233,8 +234,6 @@ class EgspoCodeReward(CodeReward):
 def _why(result: JobResult, default: str) -> str:
     if result.stopped:
         return result.stopped
-    if result.signal:
-        return f"signal {result.signal}"
     if result.exit not in (0, None):
         return "runtime_error"
     return default

@@ -78,7 +78,8 @@ class Job:
 @dataclass
 class JobResult:
     """What the parent observed. ``stopped``: "" (ran to its end), "timeout", "output_limit",
-    "sandbox_lost" (the sandbox died under the job)."""
+    "sandbox_lost" (the sandbox died under the job). ``exit`` (io mode): 0 when the program ended
+    normally, 1 on an uncaught exception, None when it never reported (killed, crashed)."""
 
     stopped: str = ""
     exit: int | None = None
@@ -423,13 +424,14 @@ class _Sandbox:
         if reply:
             if reply.get("stopped") == "timeout":
                 result.stopped = "timeout"
-            result.exit = reply.get("exit")
-            result.signal = reply.get("signal")
             if not reply.get("clean", False):
                 healthy = False
         result.stdout = b"".join(chunks["stdout"])
         result.stderr = b"".join(chunks["stderr"])
         result.records = _parse_records(b"".join(chunks["results"]))
+        ending = next((r for r in result.records if r.get("k") == "exit"), None)
+        if ending is not None and isinstance(ending.get("rc"), int):
+            result.exit = ending["rc"]  # io mode: how the run ended (it can only fail a case)
         result.wall_s = time.monotonic() - t0
         self.jobs_done += 1
         if self.jobs_done >= self.spec.jobs_per_sandbox:
@@ -458,7 +460,8 @@ def _parse_records(data: bytes) -> list[dict[str, Any]]:
 
 
 class SandboxPool:
-    """``workers`` sandboxes; :meth:`run_many` spreads jobs over them and returns results in order.
+    """``workers`` sandboxes (default :func:`default_workers`); :meth:`run_many` spreads jobs over
+    them and returns results in order.
 
     Sandboxes start lazily (the first call pays about 50 ms each) and are replaced after any
     anomaly. Thread-safe: each sandbox is used by one job at a time.
@@ -467,7 +470,7 @@ class SandboxPool:
     def __init__(self, spec: SandboxSpec, limits: Limits, workers: int = 0) -> None:
         self.spec = spec
         self.limits = limits
-        self.workers = workers or _usable_cores()
+        self.workers = workers or default_workers()
         self._idle: queue.Queue[_Sandbox] = queue.Queue()
         self._all: list[_Sandbox] = []
         self._lock = threading.Lock()
@@ -555,6 +558,12 @@ class SandboxPool:
                 box.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def default_workers() -> int:
+    """Two sandboxes per usable core (at most 32): a trivial program costs well under a millisecond
+    of CPU but passes through several processes, so a second sandbox per core hides the hand-offs."""
+    return min(32, 2 * _usable_cores())
 
 
 def _usable_cores() -> int:

@@ -6,7 +6,8 @@ unprivileged uid. It pre-imports the common standard library once, then serves j
 
 * a job arrives on the control socket as a frame ``'J' id length`` (with three pipe write ends
   attached by SCM_RIGHTS: stdout, stderr, result channel) followed by a JSON body;
-* the zygote forks one child per job: new session (process group), fresh work dir under /tmp,
+* the zygote forks a leader that forks the job (so the job's parent is the namespace's init) in a
+  new session (process group), with a fresh work dir under /tmp,
   rlimits, stdio on the parent's pipes; the child runs the untrusted program in one of three modes
   (``calls``, ``io``, ``tests``) and ends with ``os._exit`` (atexit hooks and non-daemon threads
   never run);
@@ -14,8 +15,8 @@ unprivileged uid. It pre-imports the common standard library once, then serves j
   expires or when the parent asks (frame ``'K' id``), then sweeps every other process of the pid
   namespace (``kill(-1, SIGKILL)``), wipes /tmp and /dev/shm, and replies with one JSON line.
 
-Everything the parent scores comes from the pipes it holds itself; the zygote's reply only adds the
-exit status and the reason a job was stopped. The zygote makes itself non-dumpable, so a job (same
+Everything the parent scores comes from the pipes it holds itself; the zygote's reply only says
+whether and why a job was stopped and whether the sandbox is clean again. The zygote makes itself non-dumpable, so a job (same
 uid) cannot ptrace it or open its file descriptors through /proc.
 """
 
@@ -206,8 +207,11 @@ def _run_calls(job, rfd):
     os._exit(0)
 
 
-def _run_io(job):
-    """Mode (c): run the program as ``__main__`` on the stdin the zygote attached."""
+def _run_io(job, rfd):
+    """Mode (c): run the program as ``__main__`` on the stdin the zygote attached. The run's
+    ending (0 = normal end or ``sys.exit(0)``, 1 = uncaught exception) is reported on the result
+    channel; a run killed by a signal reports nothing and fails."""
+    emit = _writer(rfd)
     saved = (sys.stdout, sys.stderr)
     rc = 0
     try:
@@ -225,6 +229,10 @@ def _run_io(job):
         except BaseException:  # noqa: BLE001
             pass
     _flush_stdio(saved)
+    try:
+        emit({"k": "exit", "rc": rc})
+    except BaseException:  # noqa: BLE001
+        pass
     os._exit(rc)
 
 
@@ -293,7 +301,7 @@ def _child(job, fds, workdir, stdin_fd):
     if mode == "calls":
         _run_calls(job, rfd)
     elif mode == "io":
-        _run_io(job)
+        _run_io(job, rfd)
     elif mode == "tests":
         _run_tests(job, rfd)
     os._exit(70)
@@ -425,82 +433,53 @@ def _wipe(path):
 
 
 def _launch(job, fds, workdir, stdin_fd):
-    """Fork the job's session leader L, which forks the job J and reaps it.
-
-    J's parent is L, not the zygote, so a job that kills its parent (``os.kill(os.getppid(), 9)``)
-    only removes L. L writes J's pid on one pipe right away (read only if L dies early) and J's raw
-    wait status on another when J ends. Returns (L, status pipe, pid pipe).
-    """
-    status_r, status_w = os.pipe()
+    """Start the job J as a grandchild: the zygote forks a short-lived leader L that calls setsid,
+    forks J, reports J's pid and exits at once. J is re-parented to the namespace's init (bwrap),
+    so ``os.kill(os.getppid(), SIGKILL)`` targets init, which ignores it. J's process group is L's
+    pid. Returns (L, J or -1)."""
     pid_r, pid_w = os.pipe()
     leader = os.fork()
     if leader == 0:
         try:
-            os.close(status_r)
             os.close(pid_r)
             os.setsid()
             job_pid = os.fork()
             if job_pid == 0:
-                os.close(status_w)
                 os.close(pid_w)
                 _child(job, fds, workdir, stdin_fd)
-            for fd in (*fds, stdin_fd):
-                os.close(fd)
             os.write(pid_w, struct.pack("i", job_pid))
-            _, status = os.waitpid(job_pid, 0)
-            os.write(status_w, struct.pack("i", status))
         finally:
             os._exit(0)
-    os.close(status_w)
     os.close(pid_w)
-    return leader, status_r, pid_r
-
-
-def _read_int(fd):
     raw = b""
     while len(raw) < 4:
-        chunk = os.read(fd, 4 - len(raw))
+        chunk = os.read(pid_r, 4 - len(raw))
         if not chunk:
-            return None
+            break
         raw += chunk
-    return struct.unpack("i", raw)[0]
+    os.close(pid_r)
+    return leader, (struct.unpack("i", raw)[0] if len(raw) == 4 else -1)
 
 
-def _wait(ctl, leader, status_r, pid_r, job_id, timeout):
+def _wait(ctl, leader, job_pid, job_id, timeout):
     """Wait for the job with a wall-clock deadline; stop its process group on expiry or when the
-    parent asks ('K'). Returns (stopped, raw wait status or None when unknown)."""
+    parent asks ('K'). Returns how it was stopped ("" = it ended by itself)."""
     deadline = time.monotonic() + timeout
     stopped = ""
     gone = False
-    status = None
-    watch = status_r
-    job_pid = -1
     try:
-        while True:
+        watch = os.pidfd_open(job_pid) if job_pid > 0 else -1
+    except ProcessLookupError:
+        watch = -1  # already over
+    try:
+        while watch >= 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 stopped = "timeout"
                 break
             ready, _, _ = select.select([watch, ctl], [], [], remaining)
             if watch in ready:
-                if watch != status_r:
-                    break  # the job itself (followed after its leader died) has ended
-                status = _read_int(status_r)
-                if status is not None:
-                    break
-                # The leader died without a status (the job killed it): follow the job itself.
-                os.set_blocking(pid_r, False)
-                try:
-                    job_pid = _read_int(pid_r) or -1
-                except BlockingIOError:
-                    job_pid = -1
-                try:
-                    watch = os.pidfd_open(job_pid) if job_pid > 0 else -1
-                except ProcessLookupError:
-                    watch = -1
-                if watch < 0:
-                    break
-                continue
+                break
             if ctl in ready:
                 try:
                     kind, kid, length, fds = _recv_frame(ctl)
@@ -516,21 +495,17 @@ def _wait(ctl, leader, status_r, pid_r, job_id, timeout):
                     break
     finally:
         if stopped:
-            for target in (leader, job_pid):
+            for kill, target in ((os.killpg, leader), (os.kill, job_pid)):
                 if target > 0:
-                    for kill in (os.killpg, os.kill):
-                        try:
-                            kill(target, signal.SIGKILL)
-                        except OSError:
-                            pass
-        if watch not in (status_r, -1):
+                    try:
+                        kill(target, signal.SIGKILL)
+                    except OSError:
+                        pass
+        if watch >= 0:
             os.close(watch)
-        os.close(status_r)
-        os.close(pid_r)
-        os.waitpid(leader, 0)
     if gone:
         raise EOFError
-    return stopped, status
+    return stopped
 
 
 def main():
@@ -564,11 +539,11 @@ def main():
             workdir = job["workdir"]
             os.makedirs(workdir, 0o700, exist_ok=True)
             stdin_fd = _open_stdin(job.get("stdin"), workdir)
-            leader, status_r, pid_r = _launch(job, fds, workdir, stdin_fd)
+            leader, job_pid = _launch(job, fds, workdir, stdin_fd)
             for fd in fds:
                 os.close(fd)
             os.close(stdin_fd)
-            stopped, status = _wait(ctl, leader, status_r, pid_r, job_id, float(job["timeout_s"]))
+            stopped = _wait(ctl, leader, job_pid, job_id, float(job["timeout_s"]))
             rounds = _sweep(in_pidns)
             clean = all(_wipe(p) for p in scratch) if scratch else _wipe(workdir)
             if not scratch:
@@ -578,10 +553,6 @@ def main():
                     clean = False
             reply = {"id": job_id, "stopped": stopped, "wall_s": time.monotonic() - t0,
                      "clean": bool(clean and rounds >= 0)}
-            if status is not None and os.WIFEXITED(status):
-                reply["exit"] = os.WEXITSTATUS(status)
-            elif status is not None and os.WIFSIGNALED(status):
-                reply["signal"] = os.WTERMSIG(status)
             _send_reply(ctl, reply)
     except (EOFError, ConnectionError):
         os._exit(0)
