@@ -39,6 +39,7 @@ class _RowReward(remask.RewardModel):
 
     def score(self, *, prompts: Sequence[str], completions: Sequence[str],
               references: Sequence[Mapping[str, Any]]) -> remask.Rewards:
+        _check_lengths(self.name, prompts, completions, references)
         values: list[float | None] = []
         reasons: list[str] = []
         for prompt, text, ref in zip(prompts, completions, references):
@@ -53,6 +54,12 @@ class _RowReward(remask.RewardModel):
             values.append(v)
             reasons.append(why)
         return remask.Rewards.from_scores(self.name, values, reasons)
+
+
+def _check_lengths(name: str, prompts: Sequence[Any], completions: Sequence[Any], references: Sequence[Any]) -> None:
+    if not len(prompts) == len(completions) == len(references):
+        raise ValueError(f"reward {name!r}: {len(prompts)} prompts, {len(completions)} completions and "
+                         f"{len(references)} references; they must be equal")
 
 
 def _prefilled(prompt: str, text: str) -> str:
@@ -114,6 +121,7 @@ class _VerifiedCorrectness(remask.RewardModel):
 
     def score(self, *, prompts: Sequence[str], completions: Sequence[str],
               references: Sequence[Mapping[str, Any]]) -> remask.Rewards:
+        _check_lengths(self.name, prompts, completions, references)
         pairs: list[tuple[str | None, str | None]] = []
         early: dict[int, Verdict] = {}
         for i, (text, ref) in enumerate(zip(completions, references)):
