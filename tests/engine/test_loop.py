@@ -199,3 +199,32 @@ def test_bf16_autocast_after_an_fp32_run_in_the_same_process(make_config, tmp_pa
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())  # fp32 masters
     manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
     assert manifest["mixed_precision"] == "bf16"
+
+
+def test_lifecycle_hooks_see_rollouts_steps_and_the_end(make_config, tmp_path):
+    calls = {"after_rollout": [], "after_step": [], "on_train_end": []}
+
+    class Observer:
+        @remask.hookimpl
+        def after_rollout(self, rollout, rewards, step):
+            calls["after_rollout"].append((step, rollout.batch_size, rewards.batch_size))
+
+        @remask.hookimpl
+        def after_step(self, step, metrics):
+            calls["after_step"].append((step, "train/reward" in metrics))
+
+        @remask.hookimpl
+        def on_train_end(self, output_dir, metrics):
+            calls["on_train_end"].append((output_dir, metrics.get("train/loss")))
+
+    with remask.testing.registered_plugin(Observer(), name="observer"):
+        train(make_config(max_steps=4))
+    assert calls["after_rollout"] == [(0, 4, 4), (2, 4, 4)]
+    assert calls["after_step"] == [(2, True), (4, True)]
+    assert len(calls["on_train_end"]) == 1 and calls["on_train_end"][0][0] == str(tmp_path / "run")
+    assert math.isfinite(calls["on_train_end"][0][1])
+
+
+def test_gradient_checkpointing_needs_support(make_config):
+    with pytest.raises(remask.RemaskError, match="gradient_checkpointing: model 'fake' does not support it"):
+        train(make_config(max_steps=1, gradient_checkpointing=True))

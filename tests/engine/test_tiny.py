@@ -1,5 +1,6 @@
 """The engine on the real built-in `tiny` model with `d1`: LoRA checkpoints through the adapter's
-save_pretrained, and an interrupted + resumed run equal to an uninterrupted one bit for bit."""
+save_pretrained, gradient checkpointing on, and an interrupted + resumed run equal to an uninterrupted
+one bit for bit."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _config(out: str, **train_overrides):
            "train": {"output_dir": out, "max_steps": 4, "prompts_per_step": 2, "group_size": 2, "inner_steps": 2,
                      "learning_rate": 1e-2, "report_to": [], "progress": False, "log_completions": 0,
                      "save_steps": 2, "lr_scheduler": "cosine",
-                     "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}, **train_overrides},
+                     "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}, "gradient_checkpointing": True,
+                     **train_overrides},
            "eval": {"limit": 4}}
     return parse_config(raw)
 
