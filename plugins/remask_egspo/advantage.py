@@ -185,7 +185,8 @@ class EGSPOStepwiseAdvantage(remask.AdvantageEstimator):
             return final - group_mean(final, group_size)  # [B]
         lam = decayed_lambda(self.config.lam, context.global_step, self.config.lambda_halve_every)
         steps = selection.steps.to(final.device)  # [B, K]
-        valid = selection.valid.to(final.device)  # [B, K]
+        committed = (rollout.unmask_step.to(final.device).unsqueeze(1) == steps.unsqueeze(-1)).any(-1)  # [B, K]
+        valid = selection.valid.to(final.device) & committed  # steps with I_k = ∅ contribute nothing
         if lam == 0.0:
             step_rewards = final.unsqueeze(1).expand_as(steps.float())  # r̂ unused when λ = 0
         else:

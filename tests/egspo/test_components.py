@@ -346,3 +346,14 @@ def test_objective_accepts_row_advantages_and_rejects_wrong_shapes():
     assert state.advantages[:, 1].tolist() == [0.0, 1.0, 2.0, 3.0]
     with pytest.raises(RemaskError, match="do not match"):
         run_engine_like(obj, rollout, torch.zeros(4, 3), sel, fake_context(model), inner_steps=2)
+
+
+def test_selected_steps_that_committed_nothing_get_no_advantage():
+    model = FakeModel()
+    rollout = hand_rollout(greedy_texts=[["2", "7"], ["9", "2"]], finals=["2", "9"], model=model)
+    rollout = dataclasses.replace(rollout, unmask_step=torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]]))  # row 0: I_1 = ∅
+    selection = remask.StepSelection(steps=torch.tensor([[1, 0], [1, 0]]), valid=torch.ones(2, 2, dtype=torch.bool))
+    adv = EGSPOStepwiseAdvantage(EGSPOStepwiseAdvantage.Config(lam=0.0)).estimate(
+        rollout=rollout, rewards=remask.Rewards.from_scores("r", [1.0, 0.0]), selection=selection,
+        context=fake_context(model))
+    assert adv.tolist() == [[0.0, 0.5], [0.0, -0.5]]  # column 0: only row 1 counts, and it is its own mean
