@@ -333,3 +333,55 @@ def test_mask_in_prompt_is_a_user_error(tiny_model):
 def test_contract(cls, tiny_model):
     assert check_component(cls) == []
     assert check_component(cls, model=tiny_model) == []
+
+
+class PromptSensitiveModel(PeakedModel):
+    """Logits that depend on whether the prompt is visible: a check of the CFG combination."""
+
+    def forward(self, input_ids, attention_mask=None, **kw) -> ModelOutput:
+        self.nfe += 1
+        b, s = input_ids.shape
+        visible = (input_ids != self.mask_token_id).float().sum(-1, keepdim=True)  # [B, 1]
+        base = torch.arange(self.tokenizer.vocab_size, dtype=torch.float32) / 10.0  # [V]
+        logits = base.view(1, 1, -1) * visible.view(b, 1, 1) / s
+        return ModelOutput(logits=logits.expand(b, s, -1).clone())
+
+
+def test_llada_cfg_combines_conditional_and_unconditional_logits():
+    from remask.testing import fake_prompts
+
+    prompts = fake_prompts(("12+3=",), group_size=1)
+    model = PromptSensitiveModel(prompts.prompt_length, 8)
+    sampler = LLaDASampler(LLaDASampler.Config(gen_length=4, block_length=4, steps=4, cfg_scale=2.0))
+    x = torch.cat([prompts.prompt_ids, torch.full((1, 4), 2)], 1)
+    attn = torch.ones_like(x, dtype=torch.bool)
+    got = sampler._logits(model, x, attn, prompts.attention_mask)
+    cond = model.forward(x).logits
+    uncond_x = x.clone()
+    uncond_x[:, : prompts.prompt_length] = 2
+    unc = model.forward(uncond_x).logits
+    torch.testing.assert_close(got, unc + 3.0 * (cond - unc))
+    assert not torch.allclose(cond, unc)
+
+
+def test_random_remasking_follows_schedule_but_not_confidence(tiny_model, prompts):
+    a = run(LLaDASampler, tiny_model, prompts, seed=1, gen_length=8, block_length=8, steps=4,
+            remasking="random", temperature=0.0)
+    b = run(LLaDASampler, tiny_model, prompts, seed=2, gen_length=8, block_length=8, steps=4,
+            remasking="random", temperature=0.0)
+    for r in (a, b):
+        counts = torch.stack([(r.unmask_step == k).sum(-1) for k in range(4)], -1)
+        assert bool((counts == 2).all())
+    assert not torch.equal(a.unmask_step, b.unmask_step)  # the order comes from the generator
+
+
+def test_bad_block_length_is_a_config_error_naming_the_field(tmp_path):
+    from remask.config import parse_config
+    from remask.errors import ConfigError
+
+    raw = {"model": {"name": "tiny"}, "task": {"name": "x"}, "rewards": [{"name": "y"}],
+           "advantage": {"name": "z"}, "objective": {"name": "w"},
+           "sampler": {"name": "llada", "gen_length": 10, "block_length": 4}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert any(line.startswith("<config>: sampler") and "must divide" in line for line in info.value.problems)
