@@ -320,123 +320,191 @@ class _Sandbox:
             need = _REPLY.size + length
             header_done = True
 
-    def run(self, job: Job, job_id: int, limits: Limits) -> tuple[JobResult, bool]:
-        """Run one job. Returns (result, healthy): healthy False means recycle this sandbox."""
+    def run_batch(self, batch: Sequence[tuple[Job, int, Limits]]) -> tuple[list[JobResult | None], bool]:
+        """Pipeline ``batch`` (job, id, limits) through this sandbox: every job is sent at once and the
+        zygote runs them one after the other, so it never waits for the parent between jobs.
+
+        Returns (results, healthy). A result is None when its job never started (the sandbox died
+        earlier in the batch): the pool runs it again elsewhere. healthy False = recycle."""
         assert self.sock is not None and self.proc is not None
-        rfd = random.randrange(10, min(60, limits.open_files - 1))
-        nonce = secrets.token_hex(16) if job.mode == "tests" else ""
-        body = dict(job.payload)
-        body.update(mode=job.mode, code=job.code, result_fd=rfd, stdin=job.stdin,
-                    workdir=f"{self.workroot}/job{job_id}", timeout_s=limits.timeout_s,
-                    limits={"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
-                            "file_bytes": limits.file_bytes, "open_files": limits.open_files,
-                            "processes": limits.processes})
-        if nonce:
-            body["nonce"] = nonce
-        data = json.dumps(body).encode("utf-8", "surrogatepass")
-        pipes = [os.pipe() for _ in range(3)]
-        result = JobResult(nonce=nonce)
-        t0 = time.monotonic()
-        try:
-            self.sock.sendmsg([_FRAME.pack(b"J", job_id, len(data))],
-                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w for _, w in pipes]))])
-            self.sock.sendall(data)
-        except OSError:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            result.stopped = "sandbox_lost"
-            return result, False
-        for _, w in pipes:
-            os.close(w)
-        readers = {pipes[0][0]: "stdout", pipes[1][0]: "stderr", pipes[2][0]: "results"}
-        for r in readers:
-            os.set_blocking(r, False)
-        chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], "results": []}
-        kept = {"stdout": 0, "stderr": 0, "results": 0}
-        keep_cap = {"stdout": limits.output_bytes if job.mode == "io" else limits.keep_stderr_bytes,
-                    "stderr": limits.keep_stderr_bytes,
-                    "results": limits.output_bytes}
-        total = 0
-        reply: dict[str, Any] | None = None
-        reply_buf = b""
+        flights: list[_Flight] = []
         healthy = True
-        hard_deadline = t0 + limits.timeout_s + 10.0
-        drain_deadline: float | None = None
-        open_fds = set(readers)
-        killed_for_output = False
+        for job, job_id, limits in batch:
+            flight = _Flight(job, job_id, limits, self.workroot)
+            try:
+                self.sock.sendmsg([_FRAME.pack(b"J", job_id, len(flight.data))],
+                                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", flight.write_ends))])
+                self.sock.sendall(flight.data)
+            except OSError:
+                flight.abort()
+                healthy = False
+                break
+            flight.sent()
+            flights.append(flight)
+        results: list[JobResult | None] = [None] * len(batch)
+        if not flights:
+            return results, False
+        by_id = {f.job_id: f for f in flights}
+        by_fd = {fd: f for f in flights for fd in f.readers}
+        t0 = time.monotonic()
+        hard_deadline = t0 + sum(f.limits.timeout_s + 1.0 for f in flights) + 10.0
+        reply_buf = b""
+        sock_alive = True
+        lost_at: float | None = None
         try:
-            while open_fds or reply is None:
+            while any(not f.done for f in flights):
                 now = time.monotonic()
-                limit = hard_deadline if drain_deadline is None else min(hard_deadline, drain_deadline)
-                if now >= limit:
+                if now >= hard_deadline or (lost_at is not None and now >= lost_at + 2.0):
                     healthy = False
-                    if reply is None:
-                        result.stopped = result.stopped or "timeout"
                     break
-                watch = list(open_fds) + ([self.sock] if reply is None else [])
-                ready, _, _ = select.select(watch, [], [], limit - now)
+                for f in flights:
+                    if not f.done and f.reply is not None and (not f.open_fds or now >= f.drain_deadline):
+                        if f.open_fds:
+                            healthy = False  # something still holds its pipes after the sweep
+                        f.done = True
+                watch = [fd for f in flights if not f.done for fd in f.open_fds]
+                if sock_alive and any(f.reply is None for f in flights):
+                    watch.append(self.sock)
+                if not watch:
+                    continue
+                limit = min([hard_deadline] + [f.drain_deadline for f in flights if f.reply is not None and not f.done]
+                            + ([lost_at + 2.0] if lost_at is not None else []))
+                ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
                 for fd in ready:
                     if fd is self.sock:
-                        chunk = self.sock.recv(65536)
+                        chunk = self.sock.recv(1 << 16)
                         if not chunk:
-                            healthy = False
-                            result.stopped = result.stopped or "sandbox_lost"
-                            reply = {}
-                            drain_deadline = time.monotonic() + 2.0
+                            sock_alive, healthy = False, False
+                            lost_at = time.monotonic()
                             continue
                         reply_buf += chunk
-                        if len(reply_buf) >= _REPLY.size:
+                        while len(reply_buf) >= _REPLY.size:
                             (length,) = _REPLY.unpack(reply_buf[:_REPLY.size])
-                            if len(reply_buf) >= _REPLY.size + length:
-                                try:
-                                    reply = json.loads(reply_buf[_REPLY.size:_REPLY.size + length])
-                                except ValueError:
-                                    reply, healthy = {}, False
-                                drain_deadline = time.monotonic() + 2.0
+                            if len(reply_buf) < _REPLY.size + length:
+                                break
+                            raw, reply_buf = reply_buf[_REPLY.size:_REPLY.size + length], reply_buf[_REPLY.size + length:]
+                            try:
+                                reply = json.loads(raw)
+                            except ValueError:
+                                healthy = False
+                                continue
+                            f = by_id.get(reply.get("id")) if isinstance(reply, dict) else None
+                            if f is None or f.reply is not None:
+                                healthy = False
+                                continue
+                            f.reply = reply
+                            f.drain_deadline = time.monotonic() + 2.0
+                            if not reply.get("clean", False):
+                                healthy = False
                         continue
+                    f = by_fd[fd]
                     try:
                         chunk = os.read(fd, 1 << 16)
                     except BlockingIOError:
                         continue
                     if not chunk:
-                        open_fds.discard(fd)
+                        f.open_fds.discard(fd)
                         continue
-                    name = readers[fd]
-                    total += len(chunk)
-                    room = keep_cap[name] - kept[name]
-                    if room > 0:
-                        chunks[name].append(chunk[:room])
-                        kept[name] += min(room, len(chunk))
-                    if total > limits.output_bytes and not killed_for_output:
-                        killed_for_output = True
-                        result.stopped = "output_limit"
-                        if reply is None:
-                            try:
-                                self.sock.sendall(_FRAME.pack(b"K", job_id, 0))
-                            except OSError:
-                                healthy = False
+                    if f.take(fd, chunk) and f.reply is None and sock_alive:
+                        try:
+                            self.sock.sendall(_FRAME.pack(b"K", f.job_id, 0))
+                        except OSError:
+                            healthy = False
         finally:
-            for fd in readers:
-                os.close(fd)
-        if reply is None or open_fds:
+            for f in flights:
+                f.close()
+        first_unreplied = True
+        for i, f in enumerate(flights):
+            if f.reply is None:
+                if not first_unreplied and not f.got_bytes:
+                    continue  # never started: results[i] stays None
+                first_unreplied = False
+                f.result.stopped = f.result.stopped or ("timeout" if sock_alive else "sandbox_lost")
+            elif f.reply.get("stopped") == "timeout":
+                f.result.stopped = "timeout"
+            results[i] = f.finish(time.monotonic() - t0)
+        self.jobs_done += len(flights)
+        if self.jobs_done >= self.spec.jobs_per_sandbox:
             healthy = False
-        if reply:
-            if reply.get("stopped") == "timeout":
-                result.stopped = "timeout"
-            if not reply.get("clean", False):
-                healthy = False
-        result.stdout = b"".join(chunks["stdout"])
-        result.stderr = b"".join(chunks["stderr"])
-        result.records = _parse_records(b"".join(chunks["results"]))
+        return results, healthy
+
+
+class _Flight:
+    """Parent-side state of one job in a pipelined batch."""
+
+    def __init__(self, job: Job, job_id: int, limits: Limits, workroot: str) -> None:
+        self.job, self.job_id, self.limits = job, job_id, limits
+        rfd = random.randrange(10, min(60, limits.open_files - 1))
+        nonce = secrets.token_hex(16) if job.mode == "tests" else ""
+        body = dict(job.payload)
+        body.update(mode=job.mode, code=job.code, result_fd=rfd, stdin=job.stdin,
+                    workdir=f"{workroot}/job{job_id}", timeout_s=limits.timeout_s,
+                    limits={"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
+                            "file_bytes": limits.file_bytes, "open_files": limits.open_files,
+                            "processes": limits.processes})
+        if nonce:
+            body["nonce"] = nonce
+        self.data = json.dumps(body).encode("utf-8", "surrogatepass")
+        self.pipes = [os.pipe() for _ in range(3)]
+        self.write_ends = [w for _, w in self.pipes]
+        self.readers = {self.pipes[0][0]: "stdout", self.pipes[1][0]: "stderr", self.pipes[2][0]: "results"}
+        self.open_fds: set[int] = set()
+        self.chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], "results": []}
+        self.kept = {"stdout": 0, "stderr": 0, "results": 0}
+        self.keep_cap = {"stdout": limits.output_bytes if job.mode == "io" else limits.keep_stderr_bytes,
+                         "stderr": limits.keep_stderr_bytes, "results": limits.output_bytes}
+        self.total = 0
+        self.got_bytes = False
+        self.reply: dict[str, Any] | None = None
+        self.drain_deadline = 0.0
+        self.done = False
+        self.result = JobResult(nonce=nonce)
+        self._closed = False
+
+    def sent(self) -> None:
+        for w in self.write_ends:
+            os.close(w)
+        self.write_ends = []
+        for r in self.readers:
+            os.set_blocking(r, False)
+        self.open_fds = set(self.readers)
+
+    def abort(self) -> None:
+        for r, w in self.pipes:
+            os.close(r)
+            os.close(w)
+        self._closed = True
+
+    def take(self, fd: int, chunk: bytes) -> bool:
+        """Keep ``chunk`` within the caps; True the first time the output limit is passed."""
+        self.got_bytes = True
+        name = self.readers[fd]
+        self.total += len(chunk)
+        room = self.keep_cap[name] - self.kept[name]
+        if room > 0:
+            self.chunks[name].append(chunk[:room])
+            self.kept[name] += min(room, len(chunk))
+        if self.total > self.limits.output_bytes and self.result.stopped != "output_limit":
+            self.result.stopped = "output_limit"
+            return True
+        return False
+
+    def close(self) -> None:
+        if not self._closed:
+            for r in self.readers:
+                os.close(r)
+            self._closed = True
+
+    def finish(self, wall_s: float) -> JobResult:
+        result = self.result
+        result.stdout = b"".join(self.chunks["stdout"])
+        result.stderr = b"".join(self.chunks["stderr"])
+        result.records = _parse_records(b"".join(self.chunks["results"]))
         ending = next((r for r in result.records if r.get("k") == "exit"), None)
         if ending is not None and isinstance(ending.get("rc"), int):
             result.exit = ending["rc"]  # io mode: how the run ended (it can only fail a case)
-        result.wall_s = time.monotonic() - t0
-        self.jobs_done += 1
-        if self.jobs_done >= self.spec.jobs_per_sandbox:
-            healthy = False
-        return result, healthy
+        result.wall_s = float(self.reply.get("wall_s", wall_s)) if self.reply else wall_s
+        return result
 
 
 def _parse_records(data: bytes) -> list[dict[str, Any]]:
@@ -503,39 +571,52 @@ class SandboxPool:
 
     def run(self, job: Job, limits: Limits | None = None) -> JobResult:
         """Run one job on a free sandbox (starting or replacing one when needed)."""
+        result = self._run_batch([(job, limits or self.limits)])[0]
+        assert result is not None
+        return result
+
+    def _run_batch(self, batch: Sequence[tuple[Job, Limits]]) -> list[JobResult | None]:
         if self._closed:
             raise RemaskError("code sandbox pool is closed")
-        lim = limits or self.limits
-        box = self._acquire()
-        healthy = False
-        try:
-            for attempt in range(2):
+        results: list[JobResult | None] = [None] * len(batch)
+        todo = list(range(len(batch)))
+        for _attempt in range(3):
+            if not todo:
+                break
+            box = self._acquire()
+            healthy = False
+            try:
                 if not box.alive:
                     box.close()
                     box.start()
                 with self._lock:
-                    job_id = next(self._ids)
-                result, healthy = box.run(job, job_id, lim)
-                if result.stopped == "sandbox_lost" and not result.records and attempt == 0 \
-                        and result.wall_s < 0.05:
-                    box.close()  # died before the job began (e.g. recycled): retry once
-                    continue
-                return result
-            return result
-        finally:
-            self._release(box, healthy)
+                    ids = [next(self._ids) for _ in todo]
+                got, healthy = box.run_batch([(batch[i][0], jid, batch[i][1]) for i, jid in zip(todo, ids)])
+            finally:
+                self._release(box, healthy)
+            for i, res in zip(todo, got):
+                results[i] = res
+            todo = [i for i in todo if results[i] is None]  # never started: run them elsewhere
+        for i in todo:
+            results[i] = JobResult(stopped="sandbox_lost")
+        return results
 
     def run_many(self, jobs: Sequence[Job], limits: Sequence[Limits | None] | None = None) -> list[JobResult]:
-        """Run ``jobs`` across the workers; results come back in the order of ``jobs``."""
+        """Run ``jobs`` across the sandboxes (pipelined in small batches); results keep the order."""
         if not jobs:
             return []
-        lims = list(limits) if limits is not None else [None] * len(jobs)
-        if len(jobs) == 1 or self.workers == 1:
-            return [self.run(j, l) for j, l in zip(jobs, lims)]
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="remask-code")
-        return list(self._executor.map(self.run, jobs, lims))
+        lims = [l or self.limits for l in (limits if limits is not None else [None] * len(jobs))]
+        pairs = list(zip(jobs, lims))
+        size = max(1, min(16, len(pairs) // (2 * self.workers)))
+        chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+        if len(chunks) == 1 or self.workers == 1:
+            out = [r for chunk in chunks for r in self._run_batch(chunk)]
+        else:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="remask-code")
+            out = [r for rs in self._executor.map(self._run_batch, chunks) for r in rs]
+        return [r if r is not None else JobResult(stopped="sandbox_lost") for r in out]
 
     def close(self) -> None:
         self._closed = True

@@ -5,7 +5,8 @@ The parent (``sandbox.py``) reads this file as text and starts it with
 unprivileged uid. It pre-imports the common standard library once, then serves jobs one at a time:
 
 * a job arrives on the control socket as a frame ``'J' id length`` (with three pipe write ends
-  attached by SCM_RIGHTS: stdout, stderr, result channel) followed by a JSON body;
+  attached by SCM_RIGHTS: stdout, stderr, result channel) followed by a JSON body; the parent may
+  pipeline several, which run one after the other;
 * the zygote forks a leader that forks the job (so the job's parent is the namespace's init) in a
   new session (process group), with a fresh work dir under /tmp,
   rlimits, stdio on the parent's pipes; the child runs the untrusted program in one of three modes
@@ -42,6 +43,7 @@ _PRELOAD = (
 
 _FRAME = struct.Struct("!cxxxIQ")  # kind ('J' job, 'K' kill), job id, body length
 _REPLY = struct.Struct("!Q")
+_PENDING = []  # job frames that arrived while another job ran: (id, body, fds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,10 +488,12 @@ def _wait(ctl, leader, job_pid, job_id, timeout):
                 except (EOFError, ConnectionError):
                     stopped, gone = "killed", True
                     break
+                body = _recv_exact(ctl, length) if length else b""
+                if kind == b"J":
+                    _PENDING.append((kid, body, fds))  # pipelined: run after this one
+                    continue
                 for fd in fds:
                     os.close(fd)
-                if length:
-                    _recv_exact(ctl, length)
                 if kind == b"K" and kid == job_id:
                     stopped = "killed"
                     break
@@ -528,12 +532,15 @@ def main():
     scratch = ("/tmp", "/dev/shm") if in_pidns else ()
     try:
         while True:
-            kind, job_id, length, fds = _recv_frame(ctl)
-            body = _recv_exact(ctl, length) if length else b""
-            if kind != b"J":
-                for fd in fds:
-                    os.close(fd)
-                continue
+            if _PENDING:
+                job_id, body, fds = _PENDING.pop(0)
+            else:
+                kind, job_id, length, fds = _recv_frame(ctl)
+                body = _recv_exact(ctl, length) if length else b""
+                if kind != b"J":
+                    for fd in fds:
+                        os.close(fd)
+                    continue
             job = json.loads(body)
             t0 = time.monotonic()
             workdir = job["workdir"]
