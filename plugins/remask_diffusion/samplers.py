@@ -9,6 +9,8 @@ model.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -51,6 +53,27 @@ class _BlockConfig(ComponentConfig):
                 f"block_length {self.block_length} must divide gen_length {self.gen_length}"
             )
         return self
+
+
+def _inference(sample: Callable[..., Rollout]) -> Callable[..., Rollout]:
+    """Run ``sample`` under ``torch.no_grad`` with the module in eval mode (dropout, LoRA dropout
+    off), restoring its mode afterwards: rollouts and their recorded log-probs do not depend on
+    whether the caller left the policy in training mode."""
+
+    @functools.wraps(sample)
+    def wrapper(self: Sampler, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
+        module = getattr(model, "module", None)
+        was_training = isinstance(module, torch.nn.Module) and module.training
+        if was_training:
+            module.eval()
+        try:
+            with torch.no_grad():
+                return sample(self, model, prompts, generator)
+        finally:
+            if was_training:
+                module.train(True)
+
+    return wrapper
 
 
 def _start(model: DiffusionModel, prompts: PromptBatch, gen_length: int) -> tuple[Tensor, Tensor, int]:
@@ -129,7 +152,7 @@ class LLaDASampler(Sampler):
         cond, unc = both.chunk(2)
         return unc + (w + 1.0) * (cond - unc)
 
-    @torch.no_grad()
+    @_inference
     def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
         c = self.config
         _check_prompts(prompts, model)
@@ -210,7 +233,7 @@ class DreamSampler(Sampler):
             conf = (probs * logp).sum(-1)  # negative entropy
         return x0, conf
 
-    @torch.no_grad()
+    @_inference
     def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
         c = self.config
         _check_prompts(prompts, model)
@@ -264,7 +287,7 @@ class FastDLLMSampler(Sampler):
             True, description="Prefix KV cache (Fast-dLLM PrefixCache) when the model supports it; approximate."
         )
 
-    @torch.no_grad()
+    @_inference
     def sample(self, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
         c = self.config
         _check_prompts(prompts, model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -385,3 +386,21 @@ def test_bad_block_length_is_a_config_error_naming_the_field(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert any(line.startswith("<config>: sampler") and "must divide" in line for line in info.value.problems)
+
+
+def test_sampling_runs_in_eval_mode_and_restores_training_mode(tiny_model, prompts):
+    from remask.config import LoraSettings
+
+    m = copy.deepcopy(tiny_model)
+    m.apply_lora(LoraSettings(r=2, dropout=0.5))
+    with torch.no_grad():
+        for n, p in m.module.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.3)
+    m.eval()
+    expected = run(LLaDASampler, m, prompts, seed=3, gen_length=8, block_length=8, steps=4, temperature=1.0)
+    m.train()
+    got = run(LLaDASampler, m, prompts, seed=3, gen_length=8, block_length=8, steps=4, temperature=1.0)
+    assert m.module.training  # restored
+    assert torch.equal(got.completion_ids, expected.completion_ids)
+    torch.testing.assert_close(got.step_logps, expected.step_logps)
