@@ -76,8 +76,6 @@ def last_boxed(text: str) -> str | None:
     if head_at < 0:
         return None
     i = head_at + len(head)
-    if text.startswith("ed", i) and head == "\\fbox":  # "\fboxed" is not a head we know
-        return None
     if i < len(text) and text[i] == "{":
         close = _match_braces(text, i)
         return None if close is None else text[i + 1 : close].strip()

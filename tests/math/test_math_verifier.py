@@ -75,6 +75,9 @@ def test_tricky_math_pairs(math_reward):
     wrong = [(g, p, e, v, r) for (g, p, e), v, r in zip(MATH_PAIRS, got, reasons) if v != e]
     assert not wrong, wrong
     assert any(r.startswith("interval-vs-set") for r in reasons)
+    import sys
+
+    assert "math_verify" not in sys.modules  # math-verify only ever runs in the worker processes
 
 
 @pytest.mark.parametrize("text,reason", [
