@@ -57,6 +57,15 @@ def test_sigkill_mid_run_then_resume_is_bit_exact(fakes, tmp_path):
     oa = torch.load(full / "checkpoint-8" / "optimizer.pt", weights_only=False)
     ob = torch.load(part / "checkpoint-8" / "optimizer.pt", weights_only=False)
     assert all(torch.equal(oa["state"][i]["exp_avg_sq"], ob["state"][i]["exp_avg_sq"]) for i in oa["state"])
+    # the log of the resumed run is the uninterrupted run's log (lines written after the last
+    # checkpoint by the killed process are dropped on resume)
+    import json
+
+    def log(run):
+        return [(r["step"], r["train/loss"], r["train/reward"])
+                for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+    assert log(part) == log(full) and [s for s, _, _ in log(full)] == [2, 4, 6, 8]
 
 
 def test_kill_during_checkpoint_write_leaves_previous_loadable(fakes, tmp_path):

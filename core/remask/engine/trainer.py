@@ -296,12 +296,19 @@ class Engine:
         if not self.manual_allreduce:
             return
         import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+        buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
         for p in self._all_params():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(self.world)
+            buckets[(p.grad.device, p.grad.dtype)].append(p.grad)
+        for grads in buckets.values():  # one all-reduce per device/dtype
+            flat = _flatten_dense_tensors(grads)
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat.div_(self.world)
+            for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+                g.copy_(synced)
 
     def _any_process(self, flag: bool) -> bool:
         if self.world == 1:
@@ -561,8 +568,23 @@ class Engine:
         self.resumed_from = ckpt.resolve_resume(self.resume_arg, self.output_dir)
         if self.resume_arg is not None and self.resumed_from is None and self.is_main:
             log.warning("--resume: no checkpoint in %s; starting from scratch", self.output_dir)
+        if self.resume_arg is None and ckpt.latest_checkpoint(self.output_dir) is not None and self.is_main:
+            log.warning("%s already holds checkpoints; starting from scratch and replacing them "
+                        "(pass --resume to continue instead)", self.output_dir)
         if self.resumed_from is not None:
             self.load_checkpoint(self.resumed_from)
+        if self.is_main:
+            _truncate_metrics(self.output_dir / "metrics.jsonl", self.global_step)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop logged lines after ``step`` (written by a run that died after its last checkpoint)."""
+    if not path.is_file():
+        return
+    import json
+
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
 
 
 class _Unwrapped:
