@@ -103,6 +103,10 @@ class TrainConfig(_Strict):
     sync_ref_every: int | None = Field(
         None, ge=1, description="Without LoRA: copy the policy into the frozen reference every N steps."
     )
+    max_forward_passes: int | None = Field(
+        None, ge=1, description="Also stop once sampling and losses have run this many model forward passes."
+    )
+    max_seconds: float | None = Field(None, gt=0, description="Also stop after this many seconds of training.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
     log_completions: int = Field(4, ge=0, description="Completions printed and written to the table per log step.")
     save_steps: int = Field(0, ge=0, description="Save a checkpoint every N optimizer steps (0: only at the end).")

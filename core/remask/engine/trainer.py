@@ -390,6 +390,7 @@ class Engine:
                 "num_processes": self.world,
                 "command": self.command,
                 "max_steps": self.train_cfg.max_steps,
+                "config": self.config.dump(),
             })
         acc.wait_for_everyone()
         final = None
@@ -408,6 +409,9 @@ class Engine:
         if state.get("num_processes", 1) != self.world:
             log.warning("%s was written by %s processes, resuming with %s: the data order is kept, "
                         "the per-process sampling streams restart", path, state.get("num_processes"), self.world)
+        changed = _changed_settings(state.get("config"), self.config.dump())
+        if changed and self.is_main:
+            log.warning("resuming %s with changed settings: %s", path, "; ".join(changed[:8]))
         ckpt.load_model_weights(self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module()), path)
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=False))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
@@ -575,6 +579,23 @@ class Engine:
             self.load_checkpoint(self.resumed_from)
         if self.is_main:
             _truncate_metrics(self.output_dir / "metrics.jsonl", self.global_step)
+
+
+#: settings that may change between a run and its resumption without a warning
+_RESUMABLE = ("train.max_steps", "train.output_dir", "train.save_steps", "train.save_total_limit",
+              "train.logging_steps", "train.log_completions", "train.progress", "train.report_to")
+
+
+def _changed_settings(saved: Any, current: dict[str, Any]) -> list[str]:
+    """``field: old -> new`` for every setting that differs from the checkpoint's config."""
+    if not isinstance(saved, dict):
+        return []
+    from .reporting import flat_config
+
+    old, new = flat_config(saved), flat_config(current)
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if old.get(k) != new.get(k) and not k.startswith(_RESUMABLE) and not k.startswith("eval.")]
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
