@@ -349,3 +349,31 @@ def test_pool_recovers_after_the_sandbox_is_killed():
         pool.run(Job("io", "import os, signal\nos.kill(-1, signal.SIGKILL)\nimport time\ntime.sleep(5)\n"))
         res = pool.run(Job("io", "print(6 * 7)\n"))
         assert res.stdout == b"42\n" and res.exit == 0
+
+
+def test_batch_survives_a_job_that_kills_its_sandbox():
+    """A batch pipelined through one sandbox: a job that kills everything mid-batch loses only
+    itself; the jobs queued behind it are re-run on a fresh sandbox, in order."""
+    from remask_code.sandbox import Job, Limits, SandboxPool, SandboxSpec
+
+    jobs = [Job("io", f"print({i})\n") for i in range(3)]
+    jobs.insert(1, Job("io", "import os, signal\nos.kill(-1, signal.SIGKILL)\nimport time\ntime.sleep(5)\n"))
+    limits = Limits(timeout_s=TIMEOUT)
+    with SandboxPool(SandboxSpec(), limits, workers=1) as pool:
+        results = pool._run_batch([(job, limits) for job in jobs])  # one pipelined batch
+    assert [r.stdout for i, r in enumerate(results) if i != 1] == [b"0\n", b"1\n", b"2\n"]
+    assert all(r.exit == 0 for i, r in enumerate(results) if i != 1)
+    assert results[1].exit is None and results[1].stopped in ("sandbox_lost", "timeout")
+
+
+def test_io_run_killed_by_a_signal_fails_even_with_the_right_output():
+    from remask_code.reward import CodeReward
+
+    r = CodeReward(CodeReward.Config(timeout_s=TIMEOUT, workers=1))
+    try:
+        io = {"io": [{"input": "", "output": "3\n"}]}
+        values, reasons = r.evaluate(["```python\nimport ctypes, sys\nprint(3)\nsys.stdout.flush()\nctypes.string_at(0)\n```",
+                                      "```python\nprint(3)\n```"], [io, io])
+    finally:
+        r.close()
+    assert values == [0.0, 1.0], reasons
