@@ -116,6 +116,44 @@ def test_random_tiny_model_reward_rises_and_correct_completions_stay_distinct(tm
     assert cpu_seconds < 60, cpu_seconds
 
 
+def _random_tiny_config(out: Path, *, max_steps: int, save_steps: int, **objective) -> dict:
+    return {
+        "model": {"name": "tiny", "path": "random", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                  "intermediate_size": 64, "max_length": 32, "seed": 0, "device": "cpu"},
+        "task": {"name": "arithmetic", "digits": 1, "train_size": 64, "test_size": 8},
+        "sampler": {"name": "llada", "gen_length": 4, "block_length": 4, "steps": 4, "temperature": 1.0},
+        "rewards": [{"name": LeadingDigit.name}],
+        "advantage": {"name": "group-mean"},
+        "objective": {"name": "trafl", "beta": 4.0, **objective},
+        "train": {"output_dir": str(out), "seed": 0, "max_steps": max_steps, "prompts_per_step": 2,
+                  "group_size": 4, "inner_steps": 2, "learning_rate": 3e-3, "lr_scheduler": "constant",
+                  "max_grad_norm": 1.0, "logging_steps": 1, "log_completions": 0, "save_steps": save_steps,
+                  "save_total_limit": 2, "report_to": [], "progress": False},
+        "eval": {},
+    }
+
+
+@pytest.mark.timeout(240)
+def test_resume_restores_the_lazy_log_z_head_exactly(tmp_path):
+    """The head is sized lazily (hidden_size: infer) after the optimizer exists; resume must still
+    restore its weights and Adam state so that the resumed run equals the uninterrupted one."""
+    from remask.engine import train
+
+    head = {"head": "mlp", "head_learning_rate": 1e-2}
+    with registered_plugin(plugin_of(LeadingDigit), name="trafl-test-reward"):
+        train(parse_config(_random_tiny_config(tmp_path / "full", max_steps=8, save_steps=0, **head), source="full"))
+        cut = _random_tiny_config(tmp_path / "cut", max_steps=4, save_steps=4, **head)
+        train(parse_config(cut, source="cut"))
+        cut["train"]["max_steps"] = 8
+        train(parse_config(cut, source="cut"), resume=str(tmp_path / "cut" / "checkpoint-4"))
+    full, resumed = metrics_rows(tmp_path / "full"), metrics_rows(tmp_path / "cut")
+    assert [r["step"] for r in resumed] == [r["step"] for r in full] == [2, 4, 6, 8]
+    for a, b in zip(full, resumed):
+        assert a["train/trafl/z_mean"] == b["train/trafl/z_mean"]
+        assert a["train/loss"] == b["train/loss"]
+    assert full[-1]["train/trafl/z_mean"] != 0.0
+
+
 @pytest.mark.timeout(300)
 def test_example_tiny_arith_trafl_short_run(tmp_path):
     from remask.engine import train
