@@ -228,3 +228,10 @@ def test_lifecycle_hooks_see_rollouts_steps_and_the_end(make_config, tmp_path):
 def test_gradient_checkpointing_needs_support(make_config):
     with pytest.raises(remask.RemaskError, match="gradient_checkpointing: model 'fake' does not support it"):
         train(make_config(max_steps=1, gradient_checkpointing=True))
+
+
+def test_resume_with_changed_settings_warns(make_config, caplog):
+    train(make_config(max_steps=2))
+    with caplog.at_level("WARNING", logger="remask.engine"):
+        train(make_config(max_steps=4, learning_rate=0.01), resume="latest")
+    assert "train.learning_rate: 0.05 -> 0.01" in caplog.text and "max_steps" not in caplog.text
