@@ -28,7 +28,7 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<mask>", "<unk>")
 
 #: how to rebuild each built-in checkpoint when it is missing
 BUILTIN_REBUILD = {
-    "tiny-arith": "python -m remask_diffusion.build_tiny_arith  (see docs/models.md, `tiny`)",
+    "tiny-arith": "`remask sft examples/tiny-arith-sft.yaml`",
 }
 
 

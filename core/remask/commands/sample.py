@@ -22,9 +22,12 @@ from ..records import Example, PromptBatch
 __all__ = ["prompt_batch", "render_states"]
 
 
-def prompt_batch(model: DiffusionModel, prompts: Sequence[str], group_size: int) -> PromptBatch:
-    """Render (chat template + prefill), tokenise and left-pad ``prompts``, each repeated ``group_size`` times."""
-    rows = [model.render_prompt(Example(prompt=p, reference={})) for p in prompts for _ in range(group_size)]
+def prompt_batch(model: DiffusionModel, prompts: Sequence[str | Example], group_size: int) -> PromptBatch:
+    """Render (chat template + prefill), tokenise and left-pad ``prompts`` (texts or task rows), each
+    repeated ``group_size`` times; task rows keep their references."""
+    examples = [p if isinstance(p, Example) else Example(prompt=p, reference={}) for p in prompts]
+    rows = [model.render_prompt(e) for e in examples for _ in range(group_size)]
+    refs = tuple(e.reference for e in examples for _ in range(group_size))
     encoded = [list(model.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rows]
     width = max(1, max(len(ids) for ids in encoded))
     ids = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
@@ -34,7 +37,7 @@ def prompt_batch(model: DiffusionModel, prompts: Sequence[str], group_size: int)
             ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
             mask[i, width - len(row):] = True
     groups = torch.arange(len(prompts)).repeat_interleave(group_size)
-    return PromptBatch(ids, mask, groups, tuple(rows), tuple({} for _ in rows))
+    return PromptBatch(ids, mask, groups, tuple(rows), refs)
 
 
 def render_states(model: DiffusionModel, completion_ids: torch.Tensor, unmask_step: torch.Tensor,
