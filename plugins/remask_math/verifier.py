@@ -3,12 +3,14 @@
 Per (gold, prediction) pair, in the trainer process: length cap, pre-normalisation
 (:func:`~remask_math.normalize.pre_normalize`), power-tower and nesting pre-filters, and an exact
 fast path when both sides are plain numbers or simple fractions (most GSM8K and many MATH answers
-never leave the process). Everything else
+never leave the process). Identical pairs of one call are judged once, and verdicts are remembered
+across calls (bounded LRU; timeouts and crashes are never remembered). Everything else
 goes to :class:`~remask_math.pool.VerifierPool`, identical pairs of one call deduplicated.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +44,9 @@ class MathVerifier:
         self.policy = policy or Policy()
         self._pool_args = {"workers": workers, "timeout_s": timeout_s, "memory_mb": memory_mb}
         self._pool: VerifierPool | None = None
+        # verdicts are deterministic, and RL revisits the same (gold, answer) pairs every epoch
+        self._memo: OrderedDict[tuple[str, str, str], tuple[float | None, str]] = OrderedDict()
+        self.memo_size = 65_536
 
     @property
     def pool(self) -> VerifierPool:
@@ -90,6 +95,10 @@ class MathVerifier:
                 key = (job.gold, job.pred, repr(sorted(job.policy.items())))
                 jobs.setdefault(key, []).append(i)
                 job_of[key] = job
+        for key in [k for k in jobs if k in self._memo]:
+            self._memo.move_to_end(key)
+            for i in jobs.pop(key):
+                out[i] = self._memo[key]
         if jobs:
             keys = list(jobs)
             verdicts = self.pool.run([job_of[k] for k in keys])
@@ -97,4 +106,8 @@ class MathVerifier:
                 value = None if verdict is None else (1.0 if verdict else 0.0)
                 for i in jobs[key]:
                     out[i] = (value, reason)
+                if reason not in ("timeout", "verifier-crashed", "memory") and not reason.startswith("verifier-error"):
+                    self._memo[key] = (value, reason)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
         return [o if o is not None else (0.0, "verifier-crashed") for o in out]

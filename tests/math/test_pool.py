@@ -101,10 +101,18 @@ def test_reward_timeout_reason_and_close_leaves_nothing():
     before = _children()
     reward = MathCorrect(MathCorrect.Config(workers=1, timeout_s=1.5))
     reward.verifier.policy = Policy(max_exponent_depth=0)  # let the hang reach the worker
-    out = reward.score(prompts=["", ""], completions=[f"\\boxed{{{HANG}}}", "\\boxed{2}"],
+    out = reward.score(prompts=["", ""], completions=[f"\\boxed{{{HANG}}}", "\\boxed{\\sqrt{4}}"],
                        references=[{"answer": "1"}, {"answer": "2"}])
     assert out.reasons["math-correct"] == ("timeout", "correct")
     assert out.total.tolist() == [0.0, 1.0]
+    # the same rows again: the verdict is remembered, the timeout is not (it is retried)
+    pool = reward.verifier.pool
+    jobs, timeouts = pool.stats["jobs"], pool.stats["timeouts"]
+    assert jobs == 1  # \sqrt{4} needed math-verify
+    again = reward.score(prompts=["", ""], completions=[f"\\boxed{{{HANG}}}", "\\boxed{\\sqrt{4}}"],
+                         references=[{"answer": "1"}, {"answer": "2"}])
+    assert again.reasons["math-correct"] == ("timeout", "correct")
+    assert pool.stats["jobs"] == jobs and pool.stats["timeouts"] == timeouts + 1
     reward.close()
     assert _children() == before
 
