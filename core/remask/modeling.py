@@ -81,7 +81,8 @@ class HFModelConfig(ComponentConfig):
         None, description="Override the mask token id (default: the checkpoint config, then the tokenizer)."
     )
     attn_implementation: Literal["sdpa", "eager"] = Field(
-        "sdpa", description="transformers attention kernel; both honour the 4-D bidirectional mask."
+        "sdpa",
+        description="transformers attention kernel; `eager` receives the bidirectional mask in additive (0 / -inf) form.",
     )
 
 
@@ -269,6 +270,10 @@ class HFDiffusionModel(DiffusionModel):
         if position_ids is None:
             position_ids = padding_position_ids(attention_mask, b, s, kv, device)
         mask4 = bidirectional_mask(attention_mask, b, s, kv, device)  # [B, 1, S, S_kv]
+        if self.config.attn_implementation == "eager":  # eager adds the mask: give it 0 / -inf form
+            mask4 = torch.zeros(mask4.shape, dtype=self.torch_dtype, device=device).masked_fill(
+                ~mask4, torch.finfo(self.torch_dtype).min
+            )
         kwargs: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": mask4,

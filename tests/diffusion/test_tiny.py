@@ -175,3 +175,13 @@ def test_bad_sizes_and_paths_are_user_errors(tmp_path):
         small(num_heads=3)
     with pytest.raises(ModelLoadError, match="directory"):
         TinyDiffusionModel(TinyDiffusionModel.Config(path=str(tmp_path / "nothing-here")))
+
+
+def test_eager_attention_matches_sdpa_with_padding():
+    a = small(seed=4)
+    b = small(seed=4, attn_implementation="eager")
+    ids = torch.randint(4, 100, (2, 8), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[0, :3] = False
+    with torch.no_grad():
+        torch.testing.assert_close(a.logits(ids, mask), b.logits(ids, mask), atol=1e-5, rtol=1e-5)
