@@ -15,6 +15,7 @@ dies, or reports that something survived its sweep.
 from __future__ import annotations
 
 import array
+import functools
 import json
 import logging
 import os
@@ -131,13 +132,14 @@ def find_python(requested: str, unprivileged: bool) -> str:
     )
 
 
-def _bwrap_features(bwrap: str) -> set[str]:
+@functools.lru_cache(maxsize=8)
+def _bwrap_features(bwrap: str) -> frozenset[str]:
     try:
         out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return set()
+        return frozenset()
     text = out.stdout + out.stderr
-    return {flag for flag in ("--disable-userns", "--size", "--remount-ro", "--clearenv") if flag in text}
+    return frozenset(flag for flag in ("--disable-userns", "--size", "--remount-ro", "--clearenv") if flag in text)
 
 
 @dataclass(frozen=True)
@@ -420,8 +422,8 @@ class _Sandbox:
                     continue  # never started: results[i] stays None
                 first_unreplied = False
                 f.result.stopped = f.result.stopped or ("timeout" if sock_alive else "sandbox_lost")
-            elif f.reply.get("stopped") == "timeout":
-                f.result.stopped = "timeout"
+            elif f.reply.get("stopped") == "timeout" or str(f.reply.get("stopped", "")).startswith("setup_error"):
+                f.result.stopped = str(f.reply["stopped"])
             results[i] = f.finish(time.monotonic() - t0)
         self.jobs_done += len(flights)
         if self.jobs_done >= self.spec.jobs_per_sandbox:

@@ -352,10 +352,15 @@ def _open_stdin(text, workdir):
         return os.open("/dev/null", os.O_RDONLY)
     path = os.path.join(workdir, ".stdin")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    data = text.encode("utf-8", "surrogateescape")
-    while data:
-        data = data[os.write(fd, data):]
-    os.close(fd)
+    try:
+        data = memoryview(text.encode("utf-8", "surrogateescape"))
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
     fd = os.open(path, os.O_RDONLY)
     os.unlink(path)
     return fd
@@ -541,11 +546,19 @@ def main():
                     for fd in fds:
                         os.close(fd)
                     continue
-            job = json.loads(body)
             t0 = time.monotonic()
-            workdir = job["workdir"]
-            os.makedirs(workdir, 0o700, exist_ok=True)
-            stdin_fd = _open_stdin(job.get("stdin"), workdir)
+            try:
+                job = json.loads(body)
+                workdir = job["workdir"]
+                os.makedirs(workdir, 0o700, exist_ok=True)
+                stdin_fd = _open_stdin(job.get("stdin"), workdir)
+            except Exception as exc:  # noqa: BLE001 - e.g. a stdin larger than the tmpfs
+                for fd in fds:
+                    os.close(fd)
+                clean = all(_wipe(p) for p in scratch) if scratch else True
+                _send_reply(ctl, {"id": job_id, "stopped": "setup_error: " + type(exc).__name__,
+                                  "wall_s": time.monotonic() - t0, "clean": bool(clean)})
+                continue
             leader, job_pid = _launch(job, fds, workdir, stdin_fd)
             for fd in fds:
                 os.close(fd)

@@ -377,3 +377,14 @@ def test_io_run_killed_by_a_signal_fails_even_with_the_right_output():
     finally:
         r.close()
     assert values == [0.0, 1.0], reasons
+
+
+def test_stdin_larger_than_the_sandbox_tmpfs_fails_cleanly():
+    from remask_code.sandbox import Job, Limits, SandboxPool, SandboxSpec
+
+    prog = "import sys\nprint(len(sys.stdin.read()))\n"
+    with SandboxPool(SandboxSpec(tmpfs_bytes=8 << 20), Limits(timeout_s=TIMEOUT), workers=1) as pool:
+        too_big = pool.run(Job("io", prog, stdin="x" * (12 << 20)))
+        fits = pool.run(Job("io", prog, stdin="x" * (4 << 20)))
+    assert too_big.stopped.startswith("setup_error") and too_big.exit is None
+    assert fits.stdout == b"4194304\n" and fits.exit == 0
