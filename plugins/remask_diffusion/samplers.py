@@ -229,8 +229,7 @@ class DreamSampler(Sampler):
             top2 = torch.topk(probs, 2, dim=-1).values
             conf = top2[:, 0] - top2[:, 1]
         elif c.alg == "entropy":
-            logp = torch.log(probs.clamp_min(1e-10))
-            conf = (probs * logp).sum(-1)  # negative entropy
+            conf = (probs * torch.log(probs + 1e-10)).sum(-1)  # negative entropy, Dream's epsilon
         return x0, conf
 
     @_inference
