@@ -12,6 +12,7 @@ Nothing here runs model code. Three kinds of test plan (docs/sandbox.md):
 from __future__ import annotations
 
 import ast
+import copy
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -221,26 +222,56 @@ def _is_harmless_import(stmt: ast.stmt) -> bool:
     return False
 
 
+class _Substitute(ast.NodeTransformer):
+    """Replace loads of bound names by (copies of) the expressions they were bound to."""
+
+    def __init__(self, env: Mapping[str, ast.expr]) -> None:
+        self.env = env
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if isinstance(node.ctx, ast.Load) and node.id in self.env:
+            return copy.deepcopy(self.env[node.id])
+        return node
+
+
+def _bind(stmt: ast.stmt, env: dict[str, ast.expr], names: set[str]) -> bool:
+    """``x = <literal>`` or ``x = f(<literals>)``: remember it (for later asserts); else False."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+        return False
+    value = _Substitute(env).visit(copy.deepcopy(stmt.value))
+    try:
+        _literal(value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if _call_of(value, names) is None:
+            return False
+    env[stmt.targets[0].id] = value
+    return True
+
+
 def asserts_to_calls(tests: str, entry_point: str = "") -> tuple[str, tuple[Case, ...]] | None:
     """Turn assert tests into data when every assert is ``f(<literals>) <op> <literal>``.
 
     Accepts top-level asserts (MBPP), ``def check(candidate)`` + ``check(entry_point)`` (HumanEval)
-    and argument-less ``def test_*()`` functions (KodCode / pytest), each made only of such asserts.
-    Returns ``(function name, cases)`` or None when anything else appears (the caller then runs the
-    tests in-process instead).
+    and argument-less ``def test_*()`` functions (KodCode / pytest), each made only of such asserts
+    and of assignments ``x = <literal>`` / ``x = f(<literals>)`` whose names the asserts then use
+    (``result = f([1]); assert result == [2]``). Returns ``(function name, cases)`` or None when
+    anything else appears (the caller then runs the tests in-process instead).
     """
     try:
         tree = ast.parse(tests)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-    asserts: list[tuple[ast.Assert, set[str]]] = []
+    asserts: list[tuple[ast.expr, set[str]]] = []
+    top_env: dict[str, ast.expr] = {}
     for stmt in tree.body:
         if _is_docstring(stmt) or _is_harmless_import(stmt) or isinstance(stmt, ast.Pass):
             continue
         if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) and t.id == "METADATA" for t in stmt.targets):
             continue
         if isinstance(stmt, ast.Assert):
-            asserts.append((stmt, set()))
+            asserts.append((_Substitute(top_env).visit(stmt.test), set()))
+            continue
+        if _bind(stmt, top_env, set()):
             continue
         if isinstance(stmt, ast.FunctionDef) and not stmt.decorator_list:
             params = [a.arg for a in stmt.args.args]
@@ -250,13 +281,16 @@ def asserts_to_calls(tests: str, entry_point: str = "") -> tuple[str, tuple[Case
                 names = set()
             else:
                 return None
+            env = dict(top_env)
             for inner in stmt.body:
                 if _is_docstring(inner) or isinstance(inner, ast.Pass):
                     continue
                 if isinstance(inner, ast.Assert):
                     if isinstance(inner.test, ast.Constant) and inner.test.value is True:
                         continue  # HumanEval's `assert True, "..."` lines
-                    asserts.append((inner, names))
+                    asserts.append((_Substitute(env).visit(inner.test), names))
+                    continue
+                if _bind(inner, env, names):
                     continue
                 return None
             continue
@@ -266,8 +300,8 @@ def asserts_to_calls(tests: str, entry_point: str = "") -> tuple[str, tuple[Case
         return None
     fn = ""
     cases = []
-    for node, names in asserts:
-        found = _assert_to_case(node.test, names)
+    for test, names in asserts:
+        found = _assert_to_case(test, names)
         if found is None:
             return None
         name, case = found

@@ -53,8 +53,18 @@ def test_kodcode_pytest_functions_become_calls():
     assert fn == "g" and [c.expected for c in cases] == ["A", ""]
 
 
+def test_kodcode_bindings_are_followed():
+    tests = ("from solution import f\n\ndef test_a():\n    nums = [3, 1]\n    expected = [1, 3]\n"
+             "    result = f(nums)\n    assert result == expected\n\ndef test_b():\n    assert f([]) == []\n")
+    fn, cases = asserts_to_calls(tests)
+    assert fn == "f" and cases[0].args == ([3, 1],) and cases[0].expected == [1, 3]
+
+
 @pytest.mark.parametrize("tests", [
-    "x = f(1)\nassert x == 2\n",  # statements other than asserts
+    "f(1)\nassert x == 2\n",  # statements other than asserts and bindings
+    "def test_a():\n    nums = [3, 1]\n    r = f(nums)\n    assert nums == [1, 3]\n",  # checks a mutation
+    "def test_a():\n    r = f(1)\n    assert len(r) == 3\n",  # a computation on the result
+    "def test_a():\n    x = g(1)\n    assert f(x) == 3\n",  # a non-literal argument
     "assert f(y) == 2\n",  # non-literal argument
     "assert f(1) == g(2)\n",  # non-literal expected value
     "assert f(1) == 2\nassert g(1) == 2\n",  # two different functions
