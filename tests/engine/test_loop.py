@@ -235,3 +235,19 @@ def test_resume_with_changed_settings_warns(make_config, caplog):
     with caplog.at_level("WARNING", logger="remask.engine"):
         train(make_config(max_steps=4, learning_rate=0.01), resume="latest")
     assert "train.learning_rate: 0.05 -> 0.01" in caplog.text and "max_steps" not in caplog.text
+
+
+def test_logs_average_the_rounds_of_a_log_interval(make_config, tmp_path):
+    seen = []
+
+    class Spy:
+        @remask.hookimpl
+        def after_step(self, step, metrics):
+            seen.append(metrics)
+
+    with remask.testing.registered_plugin(Spy(), name="spy"):
+        train(make_config(max_steps=4, inner_steps=1, logging_steps=2, lr_scheduler="linear"))
+    rows = _metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [2, 4]
+    assert rows[1]["train/loss"] == pytest.approx((seen[2]["train/loss"] + seen[3]["train/loss"]) / 2)
+    assert rows[1]["train/learning_rate"] == seen[3]["train/learning_rate"]  # latest, not averaged

@@ -199,6 +199,7 @@ class Engine:
         self.stop = _StopRequest()
         self.eval_results: dict[str, EvalResult] = {}
         self.last_metrics: dict[str, float] = {}
+        self._pending: list[dict[str, float]] = []  # per-round metrics since the last log
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -457,15 +458,19 @@ class Engine:
     def _after_round(self, before: int, metrics: dict[str, float]) -> bool:
         """Log / eval / checkpoint at a rollout boundary; True to stop early."""
         t = self.train_cfg
-        if _crossed(before, self.global_step, t.logging_steps) or self.global_step >= t.max_steps:
-            metrics.update(self.timer.pop())
-            self.reporter.log(metrics, step=self.global_step)
-            self.last_metrics = metrics
+        self._pending.append(metrics)
         self.registry.after_step(step=self.global_step, metrics=dict(metrics))
         stop = self._budget_spent(metrics)
         if _crossed(before, self.global_step, self.config.eval.every_steps) and self.global_step < t.max_steps:
             result = self.run_eval(f"step-{self.global_step}")
             stop = self._reached_target(result) or stop
+        if (_crossed(before, self.global_step, t.logging_steps) or self.global_step >= t.max_steps or stop
+                or self.stop.requested):
+            logged = _combine_rounds(self._pending)
+            logged.update(self.timer.pop())
+            self.reporter.log(logged, step=self.global_step)
+            self.last_metrics = logged
+            self._pending = []
         if _crossed(before, self.global_step, t.save_steps) and self.global_step < t.max_steps and not stop:
             with self.timer("checkpoint"):
                 self.save_checkpoint()
@@ -579,6 +584,26 @@ class Engine:
             self.load_checkpoint(self.resumed_from)
         if self.is_main:
             _truncate_metrics(self.output_dir / "metrics.jsonl", self.global_step)
+
+
+#: metrics logged as their latest value (the others are averaged over the rounds of a log interval)
+_LATEST = ("train/learning_rate", "train/epoch", "train/skipped_steps")
+_SUMMED = ("train/reward_errors",)
+
+
+def _combine_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """One log line for the rounds since the last one: means (NaN ignored), sums or latest values."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for r in rounds for k in r):
+        values = [r[key] for r in rounds if key in r]
+        if key in _LATEST:
+            out[key] = values[-1]
+        elif key in _SUMMED:
+            out[key] = float(sum(values))
+        else:
+            finite = [v for v in values if not math.isnan(v)]
+            out[key] = sum(finite) / len(finite) if finite else float("nan")
+    return out
 
 
 #: settings that may change between a run and its resumption without a warning
