@@ -153,3 +153,11 @@ def test_rollout_store_roundtrip_and_offline_training(fakes, tmp_path, make_conf
     table = [json.loads(x) for x in (tmp_path / "offline" / "metrics.jsonl").read_text().splitlines()]
     assert table[0]["train/reward"] == pytest.approx(float(rewards.total.mean()))
     assert table[0]["diffusion/nfe"] == 0.0
+
+
+def test_bare_remask_trains_the_quickstart_config(fakes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").mkdir()
+    _write(tmp_path / "examples", _fakes.base_config(str(tmp_path / "qs"), max_steps=2), name="quickstart.yaml")
+    assert main([]) == 0
+    assert (tmp_path / "qs" / "checkpoint-2" / "trainer_state.json").is_file()
