@@ -364,6 +364,8 @@ class _Sandbox:
                         if f.open_fds:
                             healthy = False  # something still holds its pipes after the sweep
                         f.done = True
+                    elif not f.done and f.reply is None and not sock_alive and not f.open_fds:
+                        f.done = True  # the sandbox died and this job's pipes are closed
                 watch = [fd for f in flights if not f.done for fd in f.open_fds]
                 if sock_alive and any(f.reply is None for f in flights):
                     watch.append(self.sock)
