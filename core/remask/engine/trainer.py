@@ -266,6 +266,14 @@ class Engine:
         from accelerate.utils import DistributedType
 
         self.wrapped = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        if self.deepspeed:
+            rows = t.prompts_per_step // self.world * t.group_size
+            if t.micro_batch_size not in (0, rows):
+                raise ConfigError([f"train.micro_batch_size: under DeepSpeed each backward is an optimizer step, so "
+                                   f"a process's {rows} rows must form one micro-batch; use 0 or {rows}"])
+            if t.max_grad_norm is not None:
+                log.warning("DeepSpeed: gradient clipping follows the DeepSpeed config, not train.max_grad_norm")
         if self.wrapped:
             # FSDP / DeepSpeed shard parameters and optimizer state: let accelerate own them.
             model.module, self.optimizer = acc.prepare(model.module, self.optimizer)
@@ -322,7 +330,12 @@ class Engine:
         with self.timer("optimizer"):
             skip = self._any_process(skip)
             grad_norm = float("nan")
-            if not skip:
+            if not skip and self.deepspeed:
+                # DeepSpeed clipped and stepped inside accelerator.backward (one micro-batch)
+                engine = self.model.module
+                norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+                grad_norm = float(norm) if norm is not None else float("nan")
+            elif not skip:
                 self._sync_gradients()
                 params = self._all_params()
                 max_norm = self.train_cfg.max_grad_norm
