@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import _fakes  # noqa: E402
+import engine_fakes  # noqa: E402
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def fakes():
     """The engine's test components, registered for the duration of a test."""
     from remask.testing import registered_plugin
 
-    with registered_plugin(_fakes.plugin(), name="engine-test-fakes") as reg:
+    with registered_plugin(engine_fakes.plugin(), name="engine-test-fakes") as reg:
         yield reg
 
 
@@ -25,7 +25,7 @@ def make_config(fakes, tmp_path):
     from remask.config import parse_config
 
     def make(run: str = "run", sections: dict | None = None, **train):
-        raw = _fakes.base_config(str(tmp_path / run), **train)
+        raw = engine_fakes.base_config(str(tmp_path / run), **train)
         for key, value in (sections or {}).items():
             raw[key] = value
         return parse_config(raw, source="test.yaml")

@@ -1,6 +1,6 @@
 """Runs a training job over the engine test fakes in a fresh process (for kill tests).
 
-    python _driver.py RUN_DIR MAX_STEPS [--resume] [--die-in-checkpoint N]
+    python engine_driver.py RUN_DIR MAX_STEPS [--resume] [--die-in-checkpoint N]
 
 ``--die-in-checkpoint N`` SIGKILLs the process while the N-th checkpoint is being written (after
 its weights, before its trainer_state.json).
@@ -18,7 +18,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 
-import _fakes  # noqa: E402
+import engine_fakes  # noqa: E402
 
 from remask.config import parse_config  # noqa: E402
 from remask.engine import checkpoint as ckpt  # noqa: E402
@@ -42,8 +42,8 @@ def main() -> None:
             real(path, data)
 
         ckpt.write_json = dying_write_json
-    raw = _fakes.driver_config(run_dir, max_steps)
-    with registered_plugin(_fakes.plugin(), name="engine-test-fakes"):
+    raw = engine_fakes.driver_config(run_dir, max_steps)
+    with registered_plugin(engine_fakes.plugin(), name="engine-test-fakes"):
         result = train(parse_config(raw), resume=resume)
     print("DONE", result["global_step"], flush=True)
 

@@ -1,7 +1,7 @@
 """Hard kills: SIGKILL mid-run then --resume equals an uninterrupted run bit for bit; a kill while a
 checkpoint is being written leaves the previous checkpoint as the latest loadable one.
 
-The killed runs are subprocesses (``_driver.py``); the resumes and the uninterrupted reference run
+The killed runs are subprocesses (``engine_driver.py``); the resumes and the uninterrupted reference run
 in this process with the same config (one torch thread everywhere, so the arithmetic is identical).
 """
 
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import _fakes
+import engine_fakes
 import torch
 from safetensors.torch import load_file
 
@@ -21,7 +21,7 @@ from remask.config import parse_config
 from remask.engine import checkpoint as ckpt
 from remask.engine import train
 
-DRIVER = str(Path(__file__).parent / "_driver.py")
+DRIVER = str(Path(__file__).parent / "engine_driver.py")
 
 
 def _env(sleep: str = "0") -> dict[str, str]:
@@ -31,7 +31,7 @@ def _env(sleep: str = "0") -> dict[str, str]:
 
 
 def _train_here(run: Path, steps: int, resume: str | None = None) -> dict:
-    return train(parse_config(_fakes.driver_config(str(run), steps)), resume=resume)
+    return train(parse_config(engine_fakes.driver_config(str(run), steps)), resume=resume)
 
 
 def test_sigkill_mid_run_then_resume_is_bit_exact(fakes, tmp_path):

@@ -7,7 +7,7 @@ every weight agrees to |Δ| ≤ 1e-6 after 4 updates."""
 
 from __future__ import annotations
 
-import _fakes
+import engine_fakes
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,7 +17,7 @@ from remask.engine import train
 
 
 def _raw(out: str) -> dict:
-    raw = _fakes.base_config(out, max_steps=4, prompts_per_step=4, group_size=2, inner_steps=2,
+    raw = engine_fakes.base_config(out, max_steps=4, prompts_per_step=4, group_size=2, inner_steps=2,
                              lr_scheduler="cosine", learning_rate=0.02, adam_eps=1e-3)
     raw["sampler"] = {"name": "test-row-sampler", "gen_length": 6, "block_length": 6, "steps": 3}
     raw["objective"] = {"name": "test-ratio", "prompt_mask_prob": 0.0}
@@ -32,7 +32,7 @@ def _two_process_run(out: str) -> None:
     # the forked child inherits the parent's single-process accelerate singletons
     AcceleratorState._reset_state(True)
     PartialState._reset_state()
-    with registered_plugin(_fakes.plugin(), name="engine-test-fakes-child"):
+    with registered_plugin(engine_fakes.plugin(), name="engine-test-fakes-child"):
         result = train(parse_config(_raw(out)))
     assert result["global_step"] == 4
 
@@ -50,7 +50,7 @@ def test_two_gloo_processes_match_one(fakes, tmp_path):
         PartialState._reset_state()
     a = load_file(str(tmp_path / "one" / "checkpoint-4" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "checkpoint-4" / "model.safetensors"))
-    initial = _fakes.FakeModel().module.state_dict()
+    initial = engine_fakes.FakeModel().module.state_dict()
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # it trained
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), (k, float((a[k] - b[k]).abs().max()))

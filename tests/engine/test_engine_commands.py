@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import _fakes
+import engine_fakes
 import pytest
 import torch
 import yaml
@@ -32,7 +32,7 @@ def _write(tmp_path, raw, name="cfg.yaml"):
 
 
 def test_cli_train_with_overrides_and_resume(fakes, tmp_path, capsys):
-    cfg = _write(tmp_path, _fakes.base_config(str(tmp_path / "run")))
+    cfg = _write(tmp_path, engine_fakes.base_config(str(tmp_path / "run")))
     assert main(["train", cfg, "--train.max_steps", "2", "--objective.beta", "0.0"]) == 0
     assert "done: 2 steps" in capsys.readouterr().out
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -45,7 +45,7 @@ def test_cli_train_with_overrides_and_resume(fakes, tmp_path, capsys):
 
 
 def test_cli_bad_config_is_one_line_exit_2(fakes, tmp_path, capsys):
-    raw = _fakes.base_config(str(tmp_path / "run"), micro_batch_size=3)
+    raw = engine_fakes.base_config(str(tmp_path / "run"), micro_batch_size=3)
     assert main(["train", _write(tmp_path, raw)]) == 2
     err = capsys.readouterr().err
     assert "train.micro_batch_size: 3 does not divide the 4 rows" in err and "Traceback" not in err
@@ -134,7 +134,7 @@ def test_train_eval_before_and_after_prints_summary(make_config, capsys):
 
 
 def test_rollout_store_roundtrip_and_offline_training(fakes, tmp_path, make_config):
-    cfg = _write(tmp_path, _fakes.base_config(str(tmp_path / "run"), max_steps=4))
+    cfg = _write(tmp_path, engine_fakes.base_config(str(tmp_path / "run"), max_steps=4))
     store_dir = tmp_path / "store"
     assert main(["rollouts", cfg, "--out", str(store_dir)]) == 0
     store = RolloutStore(store_dir)
@@ -158,6 +158,6 @@ def test_rollout_store_roundtrip_and_offline_training(fakes, tmp_path, make_conf
 def test_bare_remask_trains_the_quickstart_config(fakes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").mkdir()
-    _write(tmp_path / "examples", _fakes.base_config(str(tmp_path / "qs"), max_steps=2), name="quickstart.yaml")
+    _write(tmp_path / "examples", engine_fakes.base_config(str(tmp_path / "qs"), max_steps=2), name="quickstart.yaml")
     assert main([]) == 0
     assert (tmp_path / "qs" / "checkpoint-2" / "trainer_state.json").is_file()

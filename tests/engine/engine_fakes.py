@@ -200,7 +200,7 @@ def base_config(output_dir: str, **train: Any) -> dict[str, Any]:
 
 
 def driver_config(run_dir: str, max_steps: int) -> dict[str, Any]:
-    """The config of ``_driver.py`` (a slow sampler so that a test can kill the process mid-run)."""
+    """The config of ``engine_driver.py`` (a slow sampler so that a test can kill the process mid-run)."""
     raw = base_config(run_dir, max_steps=max_steps, save_steps=2, lr_scheduler="cosine")
     raw["sampler"] = {"name": "test-slow-sampler", "gen_length": 6, "block_length": 3, "steps": 6}
     return raw
