@@ -55,7 +55,12 @@ def test_run_writes_trl_metrics_manifest_table_and_checkpoints(make_config, tmp_
     assert not [p for p in run.iterdir() if p.name.startswith(".tmp")]
     state = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and state["rollouts_done"] == 3 and state["data"]["offset"] == 6
-    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").rglob("*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"train/reward", "train/kl", "train/loss", "diffusion/nfe"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/reward")] == [2, 4, 6]
 
 
 def test_weights_change_and_lr_schedule(make_config, tmp_path):
