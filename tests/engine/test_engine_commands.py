@@ -161,3 +161,31 @@ def test_bare_remask_trains_the_quickstart_config(fakes, tmp_path, monkeypatch):
     _write(tmp_path / "examples", engine_fakes.base_config(str(tmp_path / "qs"), max_steps=2), name="quickstart.yaml")
     assert main([]) == 0
     assert (tmp_path / "qs" / "checkpoint-2" / "trainer_state.json").is_file()
+
+
+def test_sft_resume_is_bit_exact(fakes, tmp_path):
+    def cfg(out, steps):
+        raw = {"model": {"name": "fake"}, "task": {"name": "test-completion-task", "size": 6},
+               "train": {"output_dir": str(tmp_path / out), "max_steps": steps, "prompts_per_step": 2,
+                         "group_size": 2, "micro_batch_size": 2, "learning_rate": 0.05, "lr_scheduler": "cosine",
+                         "report_to": [], "progress": False, "seed": 3}}
+        return load_sft_config(_write(tmp_path, raw, name=f"{out}.yaml"))
+
+    import os
+    import signal
+
+    class StopAt3:
+        @remask.hookimpl
+        def after_step(self, step, metrics):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    sft(cfg("full", 6))
+    with remask.testing.registered_plugin(StopAt3(), name="stop-at-3"):
+        assert sft(cfg("part", 6))["interrupted"]
+    assert sft(cfg("part", 6), resume="latest")["global_step"] == 6
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full" / "checkpoint-6" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "checkpoint-6" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
