@@ -27,7 +27,8 @@ from .trajectory_ratio import (
     trajectory_log_ratio,
 )
 
-__all__ = ["OnePerBlockSelector", "RawRewardAdvantage", "DTRPOObjective", "DTRPOState", "DTRPOTrajectoryEstimator"]
+__all__ = ["OnePerBlockSelector", "RawRewardAdvantage", "DTRPOObjective", "DTRPOState", "DTRPOTrajectoryEstimator",
+           "DTRPOSinglePassEstimator"]
 
 
 class DTRPOError(RemaskError):
@@ -327,14 +328,14 @@ class DTRPOObjective(remask.PolicyObjective):
 
 
 class DTRPOTrajectoryEstimator(remask.LikelihoodEstimator):
-    """dTRPO's reduced trajectory log-ratio R̂ = Σ_b T_B Δ_{b,t_b}: one re-masked step per block."""
+    """dTRPO's R̂ = Σ_b T_B Δ_{b,t_b} on the exact sampler states (full attention, N_B passes)."""
 
     name = "dtrpo-trajectory"
     scale = "trajectory"
 
     class Config(remask.ComponentConfig):
         attention: Literal["auto", "block-causal", "full"] = Field(
-            "auto", description="As objective dtrpo's `attention`: how the model reads τ_{b,t_b}."
+            "full", description="As objective dtrpo's `attention`: how the model reads τ_{b,t_b}."
         )
         implementation: Literal["auto", "single-pass", "per-block"] = Field(
             "auto", description="As objective dtrpo's `implementation`: one staircase forward or one per block."
@@ -353,7 +354,21 @@ class DTRPOTrajectoryEstimator(remask.LikelihoodEstimator):
     @torch.no_grad()
     def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
         fields = self._objective.trajectory_draw(rollout, None, policy, reference, generator)
-        state = DTRPOState(**fields, pairs=Pairs(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0),
-                           ties=0, empty=False)
+        none = torch.zeros(0, dtype=torch.long)
+        state = DTRPOState(**fields, pairs=Pairs(none, none, 0), ties=0, empty=False)
         r_hat, _ = self._objective.log_ratios(state, policy)
         return r_hat  # [B]
+
+
+class DTRPOSinglePassEstimator(DTRPOTrajectoryEstimator):
+    """dTRPO's R̂ from one block-causal staircase pass (exact only for block-causal models)."""
+
+    name = "dtrpo-single-pass"
+
+    class Config(DTRPOTrajectoryEstimator.Config):
+        attention: Literal["auto", "block-causal", "full"] = Field(
+            "block-causal", description="As objective dtrpo's `attention`: how the model reads τ_{b,t_b}."
+        )
+        implementation: Literal["auto", "single-pass", "per-block"] = Field(
+            "single-pass", description="As objective dtrpo's `implementation`: one staircase forward or one per block."
+        )

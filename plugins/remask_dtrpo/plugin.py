@@ -3,14 +3,21 @@
 * step selector ``one-per-block``: one uniform step per block (usable by any objective);
 * advantage ``raw-reward``: the total reward unchanged, to rank completions into pairs;
 * objective ``dtrpo``: DPO on trajectory log-ratios from one re-masked step per block;
-* likelihood estimator ``dtrpo-trajectory``: that log-ratio estimate alone (for ``remask diagnose``).
+* likelihood estimators ``dtrpo-trajectory`` (exact sampler states, N_B passes) and
+  ``dtrpo-single-pass`` (one block-causal pass): that log-ratio estimate alone (``remask diagnose``).
 """
 
 from __future__ import annotations
 
 import remask
 
-from .components import DTRPOObjective, DTRPOTrajectoryEstimator, OnePerBlockSelector, RawRewardAdvantage
+from .components import (
+    DTRPOObjective,
+    DTRPOSinglePassEstimator,
+    DTRPOTrajectoryEstimator,
+    OnePerBlockSelector,
+    RawRewardAdvantage,
+)
 
 
 @remask.hookimpl
@@ -31,3 +38,4 @@ def register_objectives(register):
 @remask.hookimpl
 def register_likelihood_estimators(register):
     register(DTRPOTrajectoryEstimator)
+    register(DTRPOSinglePassEstimator)

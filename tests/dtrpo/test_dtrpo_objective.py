@@ -235,10 +235,18 @@ def test_optimizer_steps_raise_the_chosen_margin(policy, reference, rollout):
 
 def test_likelihood_estimator_contract_and_draws(policy, reference, rollout):
     from remask.registry import get_registry
-    from remask_dtrpo.components import DTRPOTrajectoryEstimator
+    from remask_dtrpo.components import DTRPOSinglePassEstimator, DTRPOTrajectoryEstimator
 
     assert check_component(DTRPOTrajectoryEstimator) == []
+    assert check_component(DTRPOSinglePassEstimator) == []
     assert get_registry().get("likelihood", "dtrpo-trajectory") is DTRPOTrajectoryEstimator
+    assert get_registry().get("likelihood", "dtrpo-single-pass") is DTRPOSinglePassEstimator
+    assert DTRPOTrajectoryEstimator().config.attention == "full"
+    single = DTRPOSinglePassEstimator()
+    assert (single.config.attention, single.config.implementation) == ("block-causal", "single-pass")
+    before = policy.nfe + reference.nfe
+    single.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(0))
+    assert policy.nfe + reference.nfe - before == 2
     est = DTRPOTrajectoryEstimator()
     a = est.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(0))
     b = est.log_ratio(policy=policy, reference=reference, rollout=rollout, generator=torch.Generator().manual_seed(0))
