@@ -44,6 +44,14 @@ def test_cli_train_with_overrides_and_resume(fakes, tmp_path, capsys):
     assert manifest["resumed_from"].endswith("checkpoint-2")
 
 
+def test_cli_resume_before_the_config(fakes, tmp_path):
+    cfg = _write(tmp_path, engine_fakes.base_config(str(tmp_path / "run"), max_steps=2))
+    assert main(["train", cfg]) == 0
+    assert main(["train", "--resume", cfg]) == 0  # argparse gives the config to --resume; it is given back
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["resumed_from"].endswith("checkpoint-2")
+
+
 def test_cli_bad_config_is_one_line_exit_2(fakes, tmp_path, capsys):
     raw = engine_fakes.base_config(str(tmp_path / "run"), micro_batch_size=3)
     assert main(["train", _write(tmp_path, raw)]) == 2

@@ -22,6 +22,13 @@ from ..errors import ConfigError
 DEFAULT_CONFIG = Path("examples") / "quickstart.yaml"
 
 
+def _fix_resume_order(args: argparse.Namespace) -> None:
+    """``remask train --resume CONFIG.yaml``: argparse hands the config to --resume; give it back."""
+    resume = getattr(args, "resume", None)
+    if args.config is None and resume and resume != "latest" and resume.endswith((".yaml", ".yml")):
+        args.config, args.resume = resume, "latest"
+
+
 def _resolve_config(path: str | None) -> str:
     if path:
         return path
@@ -51,6 +58,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     from ..engine import train
 
     _setup_logging()
+    _fix_resume_order(args)
     cfg = load_cli_config(_resolve_config(args.config), extra)
     result = train(cfg, resume=args.resume)
     if not result.get("summary"):
@@ -70,6 +78,7 @@ def _sft(args: argparse.Namespace, extra: list[str]) -> int:
     from ..engine import load_sft_config, sft
 
     _setup_logging()
+    _fix_resume_order(args)
     overrides = parse_override_args(extra)
     if args.save_to:
         overrides["train.save_final_model"] = args.save_to
