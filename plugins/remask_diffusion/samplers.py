@@ -45,6 +45,10 @@ class _BlockConfig(ComponentConfig):
     record_step_stats: bool = Field(
         True, description="Record per-step T=1 log-probs and mean entropies of committed tokens (off saves memory)."
     )
+    record_greedy_ids: bool = Field(
+        False, description="Record greedy_ids [B, T, L]: each step's state with every masked position filled by argmax "
+                           "(EGSPO-SA's one-step completions); off by default, objectives can recompute them.",
+    )
 
     @model_validator(mode="after")
     def _blocks_divide(self) -> Any:
@@ -88,7 +92,7 @@ def _start(model: DiffusionModel, prompts: PromptBatch, gen_length: int) -> tupl
 
 def _finish(sampler: Sampler, model: DiffusionModel, prompts: PromptBatch, x: Tensor, p: int,
             rec: StepRecorder, block_length: int, nfe: int) -> Rollout:
-    t, unmask, logps, entropy, all_eos = rec.finish()
+    t, unmask, logps, entropy, all_eos, greedy = rec.finish()
     completion = x[:, p:]
     mask = completion_mask_through_eos(completion, model.eos_token_id)
     return Rollout(
@@ -103,6 +107,7 @@ def _finish(sampler: Sampler, model: DiffusionModel, prompts: PromptBatch, x: Te
         step_logps=logps,
         step_entropy=entropy,
         step_all_eos=all_eos,
+        greedy_ids=greedy,
         sampler={"name": sampler.name, **sampler.config.model_dump(mode="json")},
     )
 
@@ -116,6 +121,20 @@ def _no_mask_proposals(logits: Tensor, mask_token_id: int) -> Tensor:
     """
     out = logits.clone()
     out[..., mask_token_id] = float("-inf")
+    return out
+
+
+def _greedy_fill(completion: Tensor, tail_logits: Tensor, offset: int, mask_token_id: int) -> Tensor:
+    """One-step greedy completion ``x̂0(x_k)`` (spec §2.4, case 18): every masked position of the
+    completion state filled with ``argmax ℓ`` (mask token excluded), committed tokens unchanged.
+
+    ``completion`` ``[B, L]``; ``tail_logits`` ``[B, L − offset, V]`` cover positions ``offset..L-1``
+    (all positions before ``offset`` must already be committed). -> ``[B, L]``.
+    """
+    fill = _no_mask_proposals(tail_logits, mask_token_id).argmax(-1)  # [B, L − offset]
+    out = completion.clone()
+    tail = out[:, offset:]
+    tail.copy_(torch.where(tail == mask_token_id, fill, tail))
     return out
 
 
@@ -168,7 +187,9 @@ class LLaDASampler(Sampler):
             schedule = num_transfer_tokens((x[:, lo:hi] == mask_id).sum(-1), steps_per_block)  # [B, S]
             for s in range(steps_per_block):
                 step = block * steps_per_block + s
-                logits = self._logits(model, x, attn, prompt_real)[:, lo:hi]  # [B, Bl, V]; block only
+                full = self._logits(model, x, attn, prompt_real)  # [B, P+L, V]
+                logits = full[:, lo:hi]  # [B, Bl, V]; only the block competes
+                greedy = _greedy_fill(x[:, p:], full[:, p:], 0, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
                 noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
                          if c.temperature > 0 else None)
@@ -182,7 +203,7 @@ class LLaDASampler(Sampler):
                 commit = select_top_k(confidence, schedule[:, s])  # [B, Bl]
                 x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
                 rec.add(torch.full((b,), step, device=x.device), lo - p, commit, proposal,
-                        logits if c.record_step_stats else None)
+                        logits if c.record_step_stats else None, greedy)
         return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)
 
 
@@ -210,6 +231,10 @@ class DreamSampler(Sampler):
         eps: float = Field(1e-3, gt=0, lt=1, description="Final time of the linear schedule linspace(1, eps, steps + 1).")
         record_step_stats: bool = Field(
             True, description="Record per-step T=1 log-probs and mean entropies of committed tokens (off saves memory)."
+        )
+        record_greedy_ids: bool = Field(
+            False, description="Record greedy_ids [B, T, L]: each step's state with every masked position filled by "
+                               "argmax (EGSPO-SA's one-step completions); off by default.",
         )
 
     def _sample_tokens(self, logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -248,6 +273,7 @@ class DreamSampler(Sampler):
             logits = model.logits(x, attn)[:, p:]  # [B, L, V]; the adapter undid any AR shift
             t, s = float(timesteps[i]), float(timesteps[i + 1])
             last = i == c.steps - 1
+            greedy = _greedy_fill(x[:, p:], logits, 0, mask_id) if c.record_greedy_ids else None
             flat = _no_mask_proposals(logits[masked], mask_id)  # [N, V] masked positions only
             x0_flat, conf_flat = self._sample_tokens(flat, generator)
             proposal = torch.zeros_like(x[:, p:])
@@ -267,7 +293,7 @@ class DreamSampler(Sampler):
                 commit = select_top_k(confidence, k)
             x[:, p:] = torch.where(commit, proposal, x[:, p:])
             rec.add(torch.full((b,), i, device=x.device), 0, commit, proposal,
-                    logits if c.record_step_stats else None)
+                    logits if c.record_step_stats else None, greedy)
         return _finish(self, model, prompts, x, p, rec, length, model.nfe - nfe0)
 
 
@@ -304,15 +330,17 @@ class FastDLLMSampler(Sampler):
             cache, s = None, 0
             while bool((x[:, lo:hi] == mask_id).any()):
                 if not cached:
-                    logits = model.logits(x, attn)[:, lo:hi]  # [B, Bl, V]
+                    tail = model.logits(x, attn)[:, lo:]  # [B, P+L−lo, V]: block and suffix
                 elif cache is None:  # block start: full pass, keep the K/V of everything before the block
                     out = model.forward(x, attn, use_cache=True)
-                    logits = out.logits[:, lo:hi]
+                    tail = out.logits[:, lo:]
                     cache = crop_cache(out.past_key_values, lo)
                 else:  # later steps feed x[lo:] against the (stale) prefix cache
                     out = model.forward(x[:, lo:], attn, past_key_values=cache, use_cache=True)
-                    logits = out.logits[:, : hi - lo]
+                    tail = out.logits
                     crop_cache(cache, lo)
+                logits = tail[:, : hi - lo]  # [B, Bl, V]
+                greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
                 noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
                          if c.temperature > 0 else None)
@@ -329,7 +357,7 @@ class FastDLLMSampler(Sampler):
                     best = select_top_k(confidence, torch.ones(b, dtype=torch.long, device=x.device))
                     commit = (masked & (confidence >= c.threshold)) | best
                 x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
-                rec.add(row_step, lo - p, commit, proposal, logits if c.record_step_stats else None)
+                rec.add(row_step, lo - p, commit, proposal, logits if c.record_step_stats else None, greedy)
                 row_step = row_step + commit.any(-1).long()
                 s += 1
         return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)

@@ -133,6 +133,7 @@ class StepRecorder:
     _logps: list[Tensor] = field(default_factory=list, init=False)
     _entropy: list[Tensor] = field(default_factory=list, init=False)
     _all_eos: list[Tensor] = field(default_factory=list, init=False)
+    _greedy: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.unmask_step = torch.full((self.batch_size, self.gen_length), -1, dtype=torch.long, device=self.device)
@@ -144,12 +145,15 @@ class StepRecorder:
         commit: Tensor,  # [B, N] bool, positions committed now (region [offset, offset+N))
         tokens: Tensor,  # [B, N] long, the committed tokens (where commit)
         logits: Tensor | None = None,  # [B, N, V] untempered logits of the region (for the T=1 stats)
+        greedy: Tensor | None = None,  # [B, L] one-step greedy completion of the state before this step
     ) -> None:
         n = commit.shape[-1]
         region = self.unmask_step[:, offset:offset + n]
         region.copy_(torch.where(commit, row_step.view(-1, 1), region))
         self._steps.append(row_step.clone())
         count = commit.sum(-1)  # [B]
+        if greedy is not None:
+            self._greedy.append((row_step.clone(), count > 0, greedy))
         eos_or_idle = (tokens == self.eos_token_id) | ~commit
         self._all_eos.append((count > 0) & eos_or_idle.all(-1))
         if self.record_stats and logits is not None:
@@ -162,8 +166,9 @@ class StepRecorder:
             self._logps.append(zeros.index_add(0, rows, logp))
             self._entropy.append(zeros.index_add(0, rows, ent) / count.clamp_min(1).float())
 
-    def finish(self) -> tuple[int, Tensor, Tensor | None, Tensor | None, Tensor]:
-        """``(T, unmask_step [B, L], step_logps [B, T], step_entropy [B, T], step_all_eos [B, T])``."""
+    def finish(self) -> tuple[int, Tensor, Tensor | None, Tensor | None, Tensor, Tensor | None]:
+        """``(T, unmask_step [B, L], step_logps [B, T], step_entropy [B, T], step_all_eos [B, T],
+        greedy_ids [B, T, L] or None)``."""
         if bool((self.unmask_step < 0).any()):
             raise RuntimeError("sampler left completion positions uncommitted")  # a sampler bug
         steps = torch.stack(self._steps, dim=1)  # [B, I]
@@ -179,4 +184,11 @@ class StepRecorder:
         logps = table(self._logps, torch.float32) if self._logps else None
         entropy = table(self._entropy, torch.float32) if self._entropy else None
         all_eos = table(self._all_eos, torch.long).bool()
-        return t, self.unmask_step, logps, entropy, all_eos
+        greedy = None
+        if self._greedy:
+            greedy = torch.zeros(b, width, self.gen_length, dtype=torch.long, device=self.device)
+            for row_step, active, fill in self._greedy:  # one entry per iteration, not per row
+                rows = active.nonzero(as_tuple=True)[0]
+                greedy[rows, row_step[rows]] = fill[rows]
+            greedy = greedy[:, :t]
+        return t, self.unmask_step, logps, entropy, all_eos, greedy

@@ -404,3 +404,26 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode(tiny_model, promp
     assert m.module.training  # restored
     assert torch.equal(got.completion_ids, expected.completion_ids)
     torch.testing.assert_close(got.step_logps, expected.step_logps)
+
+
+@pytest.mark.parametrize("cls,cfg", [
+    (LLaDASampler, dict(gen_length=16, block_length=8, steps=8, temperature=1.0)),
+    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=0.03, temperature=1.0, use_cache=False)),
+    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=1e-9, temperature=1.0, use_cache=True)),
+    (DreamSampler, dict(gen_length=16, steps=6, temperature=1.0, alg="maskgit_plus")),
+])
+def test_greedy_ids_are_one_step_completions_of_rebuilt_states(tiny_model, prompts, cls, cfg):
+    r = run(cls, tiny_model, prompts, seed=2, record_greedy_ids=True, **cfg)
+    off = run(cls, tiny_model, prompts, seed=2, **cfg)
+    assert off.greedy_ids is None and torch.equal(off.completion_ids, r.completion_ids)
+    assert r.greedy_ids.shape == (4, r.num_steps, 16)
+    m = tiny_model.mask_token_id
+    attn = torch.cat([r.prompts.attention_mask, torch.ones_like(r.completion_mask)], 1)
+    for k in range(r.num_steps):
+        xk, _ = state_before_step(r.completion_ids, r.unmask_step, k, m)
+        with torch.no_grad():
+            logits = tiny_model.logits(torch.cat([r.prompts.prompt_ids, xk], 1), attn)[:, r.prompts.prompt_length:]
+        logits[..., m] = float("-inf")
+        expected = torch.where(xk == m, logits.argmax(-1), xk)
+        assert torch.equal(r.greedy_ids[:, k], expected)
+        assert bool((r.greedy_ids[:, k] != m).all())
