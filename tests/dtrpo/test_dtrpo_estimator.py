@@ -271,3 +271,32 @@ def test_case23_holds_for_adapters_that_shift_logits(rollout):
         single = newly_unmasked_logps_single_pass(model, rollout.prompts, rollout.completion_ids, z, 4)
         per_block = newly_unmasked_logps_per_block(model, rollout.prompts, rollout.completion_ids, z, 4)
     torch.testing.assert_close(single, per_block, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_case23_on_llada_and_dream_adapters(family, tmp_path):
+    """Single pass == per block on the real LLaDA and Dream adapters (tiny random checkpoints in the
+    published formats, written by the diffusion tests' helper); Dream shifts its logits by one."""
+    import importlib.util
+    from pathlib import Path
+
+    from remask.registry import get_registry
+
+    helper = Path(__file__).resolve().parents[1] / "diffusion" / "checkpoints.py"
+    if not helper.is_file():
+        pytest.skip("tests/diffusion/checkpoints.py is not available")
+    spec = importlib.util.spec_from_file_location("dtrpo_diffusion_checkpoints", helper)
+    ck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ck)
+    getattr(ck, f"write_{family}_checkpoint")(tmp_path / family)
+    cls = get_registry().get("model", family)
+    model = cls(cls.Config(path=str(tmp_path / family), dtype="float32", device="cpu"))
+    if not model.supports_4d_mask:
+        pytest.skip(f"{family} adapter does not accept 4-D masks")
+    ro = make_rollout(model, semi_ar_unmask_step(4, 8, 4, 2, seed=0), 4)
+    steps, _ = draw_block_steps(ro.unmask_step, 4, torch.Generator().manual_seed(0))
+    z, _ = remasked_completion(ro.completion_ids, ro.unmask_step, steps, 4, model.mask_token_id)
+    with torch.no_grad():
+        single = newly_unmasked_logps_single_pass(model, ro.prompts, ro.completion_ids, z, 4)
+        per_block = newly_unmasked_logps_per_block(model, ro.prompts, ro.completion_ids, z, 4)
+    torch.testing.assert_close(single, per_block, atol=1e-5, rtol=1e-5)
