@@ -208,14 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
+        # `remask CONFIG [--a.b v]` and a bare `remask` mean `remask train ...`
+        if "train" in COMMANDS and (not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-"))):
+            argv = ["train", *argv]
         args, extra = parser.parse_known_args(argv)
         if args.command is None:
-            default = COMMANDS.get("train")
-            if default is None:
-                parser.print_help()
-                return 0
-            args = parser.parse_args(["train", *argv])
-            extra = []
+            parser.print_help()
+            return 0
         _, _, run = COMMANDS[args.command]
         return int(run(args, extra) or 0)
     except ConfigError as exc:
@@ -236,5 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m remask.cli`
+    # Subcommand modules register into the importable `remask.cli`, not into this `__main__` copy.
+    from remask.cli import main as _main
+
+    sys.exit(_main())

@@ -83,6 +83,7 @@ class DiffusionModel(Component):
     * ``supports_4d_mask``: ``forward`` accepts a ``[B, 1, S, S]`` bool attention mask
       (True = may attend), needed for dTRPO's single block-causal pass;
     * ``supports_kv_cache``: ``forward`` accepts and returns a prefix KV cache (Fast-dLLM);
+    * ``shift_logits``: the underlying network is AR-shifted (Dream); ``forward`` already undid it;
     * ``nfe``: forward passes run so far (every call of :meth:`forward` adds one).
     """
 
@@ -93,6 +94,9 @@ class DiffusionModel(Component):
     module: nn.Module
     supports_4d_mask: ClassVar[bool] = False
     supports_kv_cache: ClassVar[bool] = False
+    #: the network predicts token i at position i-1 (AR-initialised models such as Dream); the
+    #: adapter undoes the shift, but code that builds its own attention layouts must know it
+    shift_logits: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)

@@ -134,7 +134,8 @@ class Rollout:
     """What a :class:`~remask.interfaces.Sampler` produced for a :class:`PromptBatch`.
 
     ``unmask_step[b, i]`` is the sampler step (0..T-1, counted as the loop runs) at which completion
-    position ``i`` of row ``b`` was committed. The state *before* step ``k`` is rebuilt with
+    position ``i`` of row ``b`` was committed; a negative value means "not recorded" (offline data
+    holding only final completions: algorithms that need trajectories then reconstruct or refuse). The state *before* step ``k`` is rebuilt with
     :func:`remask.trajectory.state_before_step`; no sampler stores whole trajectories.
     """
 

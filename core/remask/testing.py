@@ -181,10 +181,24 @@ class FakeSampler(Sampler):
         unmask = block * per_block + (within * per_block) // c.block_length  # [L]
         unmask = unmask.unsqueeze(0).expand(b, -1).clone()
         mask = torch.ones(b, c.gen_length, dtype=torch.bool)
+        # Step statistics from the one forward pass (a stand-in for the per-step passes of a real
+        # sampler): Σ log p of the tokens committed at each step, their mean entropy, EOS-only flag.
+        t = int(unmask.max()) + 1
+        comp_logits = logits[:, prompts.prompt_length:].float()  # [B, L, V]
+        logp = torch.log_softmax(comp_logits, -1)
+        tok_logp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [B, L]
+        ent = -(logp.exp() * logp).sum(-1)  # [B, L]
+        onehot = torch.nn.functional.one_hot(unmask, t).float()  # [B, L, T]
+        counts = onehot.sum(1).clamp_min(1)  # [B, T]
+        step_logps = torch.einsum("bl,blt->bt", tok_logp, onehot)
+        step_entropy = torch.einsum("bl,blt->bt", ent, onehot) / counts
+        is_eos = (ids == model.eos_token_id).float()
+        step_all_eos = torch.einsum("bl,blt->bt", is_eos, onehot) == onehot.sum(1)
         return Rollout(
             prompts=prompts, completion_ids=ids, completion_mask=mask, unmask_step=unmask,
-            block_length=c.block_length, num_steps=int(unmask.max()) + 1,
+            block_length=c.block_length, num_steps=t,
             texts=tuple(model.decode(ids, mask)), nfe=1, sampler={"name": self.name},
+            step_logps=step_logps, step_entropy=step_entropy, step_all_eos=step_all_eos,
         )
 
 

@@ -72,3 +72,18 @@ def test_every_config_field_has_a_description():
     models = [TrainConfig, EvalConfig, LoraSettings] + [c.cls.Config for c in get_registry().components()]
     missing = [f"{m.__qualname__}.{n}" for m in models for n, f in m.model_fields.items() if not f.description]
     assert missing == []
+
+
+ALGORITHMIC_KINDS = ("step_selector", "advantage", "objective", "likelihood")
+
+
+@pytest.mark.parametrize(
+    "kind, name",
+    [(c.kind, c.name) for c in get_registry().components() if c.kind in ALGORITHMIC_KINDS
+     and c.distribution == BUILTIN_DISTRIBUTION],
+)
+def test_every_builtin_algorithmic_component_passes_the_contract_checks(kind, name):
+    """remask.testing.check_component on each selector, estimator, objective and likelihood."""
+    from remask.testing import check_component
+
+    assert check_component(get_registry().get(kind, name)) == []

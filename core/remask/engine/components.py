@@ -153,6 +153,7 @@ class ReferenceModel(DiffusionModel):
         self.pad_token_id = base.pad_token_id
         self.supports_4d_mask = base.supports_4d_mask  # type: ignore[misc]
         self.supports_kv_cache = base.supports_kv_cache  # type: ignore[misc]
+        self.shift_logits = base.shift_logits  # type: ignore[misc]
 
     @property
     def module(self) -> torch.nn.Module:  # type: ignore[override]
