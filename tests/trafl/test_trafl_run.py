@@ -160,7 +160,7 @@ def test_example_tiny_arith_trafl_short_run(tmp_path):
     from remask.engine.components import build_pipeline
 
     overrides = {
-        "train.max_steps": 12, "train.prompts_per_step": 4, "train.save_steps": 0, "train.save_total_limit": 1,
+        "train.max_steps": 20, "train.save_steps": 0, "train.save_total_limit": 1,
         "train.log_completions": 0, "train.progress": False, "train.report_to": [],
         "train.output_dir": str(tmp_path / "run"),
     }
@@ -170,7 +170,7 @@ def test_example_tiny_arith_trafl_short_run(tmp_path):
         pipeline = build_pipeline(config)
     except RemaskError as exc:  # built by `remask sft examples/tiny-arith-sft.yaml`
         pytest.skip(f"the shipped tiny model is not available: {exc}")
-    examples = list(pipeline.task.examples("test"))[:16]
+    examples = list(pipeline.task.examples("test"))[:32]
     task = pipeline.task
 
     def judge(text, reference):
@@ -184,7 +184,7 @@ def test_example_tiny_arith_trafl_short_run(tmp_path):
     cpu_seconds = time.process_time() - start
     rows = metrics_rows(tmp_path / "run")
     print(f"probe {before} -> {after}; {cpu_seconds:.1f}s CPU")
-    assert len(rows) == 12 and any(r["train/trafl/z_mean"] != 0.0 for r in rows)
+    assert len(rows) == 20 and any(r["train/trafl/z_mean"] != 0.0 for r in rows)
     assert after["accuracy"] > before["accuracy"]
     assert after["distinct_correct"] >= before["distinct_correct"]
     assert cpu_seconds < 60, cpu_seconds
