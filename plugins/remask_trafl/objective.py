@@ -196,9 +196,9 @@ class TraflObjective(remask.PolicyObjective):
     def _prompt_features(self, rollout: remask.Rollout, reference: remask.DiffusionModel) -> Tensor:
         """Mean reference hidden state over the prompt tokens, one forward per distinct prompt. # [B, H]"""
         prompts = rollout.prompts
-        _, inverse = torch.unique_consecutive(prompts.group_ids, return_inverse=True)  # [B]
-        first = torch.zeros(int(inverse.max()) + 1, dtype=torch.long)
-        first.scatter_(0, inverse.flip(0), torch.arange(prompts.batch_size).flip(0))  # first row of each group
+        _, inverse, counts = torch.unique_consecutive(prompts.group_ids.cpu(), return_inverse=True,
+                                                      return_counts=True)  # [B], [n]
+        first = torch.cumsum(counts, 0) - counts  # [n] first row of each run of one prompt
         device = rollout.completion_ids.device
         first_d = first.to(device)
         prompt_ids = prompts.prompt_ids.to(device).index_select(0, first_d)  # [n, P]
