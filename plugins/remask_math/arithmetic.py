@@ -153,3 +153,48 @@ class ArithmeticCorrect(remask.RewardModel):
             values.append(v)
             reasons.append(why)
         return remask.Rewards.from_scores(self.name, values, reasons)
+
+
+def digit_credit(completion: str, answer: str) -> tuple[float, str]:
+    """Fraction of digit places right, aligned from the units digit, over the longer of the two
+    numbers: ``153`` vs ``143`` scores 2/3, ``53`` vs ``153`` scores 2/3, ``1530`` vs ``153`` 0/4.
+
+    A dense shaping signal for small models: an exact-match reward gives a group of completions
+    no gradient until one of them is entirely right.
+    """
+    if not answer:
+        return 0.0, "no-reference"
+    if too_long(completion):
+        return 0.0, "too-long"
+    span = answer_tag_span(completion)
+    got = leading_integer(span if span is not None else completion)
+    if got is None:
+        return 0.0, "no-integer"
+    want = answer.strip()
+    if got.startswith("-") != want.startswith("-"):
+        return 0.0, "wrong-sign"
+    a, b = got.lstrip("-")[::-1], want.lstrip("-")[::-1]
+    right = sum(1 for x, y in zip(a, b) if x == y)
+    width = max(len(a), len(b))
+    return right / width, f"{right}/{width}-digits"
+
+
+class ArithmeticDigits(remask.RewardModel):
+    """Fraction of the answer's digit places the completion gets right (dense shaping for `arithmetic`)."""
+
+    name = "arithmetic-digits"
+
+    class Config(remask.ComponentConfig):
+        answer_key: str = Field("answer", description="Reference key holding the expected integer.")
+
+    def score(self, *, prompts: Sequence[str], completions: Sequence[str],
+              references: Sequence[Mapping[str, Any]]) -> remask.Rewards:
+        values, reasons = [], []
+        for text, ref in zip(completions, references):
+            try:
+                v, why = digit_credit(str(text), str(ref.get(self.config.answer_key, "")))
+            except Exception as exc:  # noqa: BLE001 - model output never raises
+                v, why = 0.0, f"error:{type(exc).__name__}"
+            values.append(v)
+            reasons.append(why)
+        return remask.Rewards.from_scores(self.name, values, reasons)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import remask
 
-from .arithmetic import ArithmeticCorrect, ArithmeticTask
+from .arithmetic import ArithmeticCorrect, ArithmeticDigits, ArithmeticTask
 from .rewards import D1_COMPAT, FIXED
 from .tasks import TASKS
 
@@ -12,6 +12,7 @@ from .tasks import TASKS
 @remask.hookimpl
 def register_rewards(register):
     register(ArithmeticCorrect)
+    register(ArithmeticDigits)
     for cls in FIXED + D1_COMPAT:
         register(cls)
 
