@@ -227,8 +227,9 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     kind = err.get("type", "")
     msg = err.get("msg", "invalid value")
     if kind == "extra_forbidden" and model is not None:
-        allowed = ", ".join(model.model_fields) or "(no fields)"
-        return f"unknown field; allowed fields: {allowed}"
+        if not model.model_fields:
+            return "unknown field; this component takes no fields"
+        return f"unknown field; allowed fields: {', '.join(model.model_fields)}"
     if kind == "missing":
         return "required field is missing"
     got = err.get("input")
