@@ -163,7 +163,10 @@ def test_prefix_kv_cache_matches_full_pass(tiny_model):
     torch.testing.assert_close(tail.logits, full.logits[:, 7:], atol=1e-5, rtol=1e-5)
 
 
-def test_missing_builtin_names_rebuild_command():
+def test_missing_builtin_names_rebuild_command(tmp_path, monkeypatch):
+    import remask_diffusion.tiny as tiny_module
+
+    monkeypatch.setattr(tiny_module, "CHECKPOINT_DIR", tmp_path)  # as if the checkpoint were not built
     with pytest.raises(ModelLoadError, match="rebuild"):
         TinyDiffusionModel(TinyDiffusionModel.Config(path="builtin:tiny-arith"))
     with pytest.raises(ModelLoadError, match="unknown built-in"):

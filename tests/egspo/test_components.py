@@ -95,12 +95,14 @@ def test_entropy_selection_on_a_replayed_rollout_picks_the_highest_entropy_steps
 
 def test_entropy_selector_without_entropies_names_the_fix():
     _, rollout = rt.fake_rollout()
+    rollout = dataclasses.replace(rollout, step_entropy=None)
     with pytest.raises(RemaskError, match="step_entropy"):
         EntropyTopKSelector().select(rollout, torch.Generator())
 
 
 def test_terminate_option_needs_step_all_eos():
     _, rollout = rt.fake_rollout()
+    rollout = dataclasses.replace(rollout, step_all_eos=None)
     sel = UniformStepSelector(UniformStepSelector.Config(num_selected=2, terminate_at_last_non_eos=True))
     with pytest.raises(RemaskError, match="step_all_eos"):
         sel.select(rollout, torch.Generator())
@@ -299,6 +301,7 @@ def test_sampler_old_logps_agree_with_recomputed_ones():
     assert abs(outs[0].metrics["ratio_mean"] - 1.0) < 1e-5
     assert outs[0].forward_passes == 1 + 2  # sampler log-probs: only the reference passes in prepare
     _, plain = rt.fake_rollout()
+    plain = dataclasses.replace(plain, step_logps=None)
     with pytest.raises(RemaskError, match="step_logps"):
         EGSPOObjective(EGSPOObjective.Config(old_logps="sampler")).prepare(
             rollout=plain, advantages=torch.zeros(plain.batch_size), selection=None, context=ctx)
