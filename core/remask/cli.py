@@ -187,6 +187,19 @@ def _load_command_modules() -> None:
         importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+def _quiet_libraries() -> None:
+    """remask prints its own progress; silence the per-file bars transformers shows when loading
+    or saving tiny checkpoints (set REMASK_DEBUG=1 to keep them)."""
+    if os.environ.get("REMASK_DEBUG"):
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetics must never break a command
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_command_modules()
     from . import __version__
@@ -206,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     try:
         parser = build_parser()
         # `remask CONFIG [--a.b v]` and a bare `remask` mean `remask train ...`

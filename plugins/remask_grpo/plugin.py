@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import remask
 
+from .estimators import ElboLogRatio, OneStepLogRatio
 from .advantages import GroupMeanAdvantage, GroupMeanStdAdvantage, RLOOAdvantage
 from .objectives import D1Objective, GRPOObjective
 
@@ -19,3 +20,9 @@ def register_advantage_estimators(register) -> None:
 def register_objectives(register) -> None:
     register(GRPOObjective)
     register(D1Objective)
+
+
+@remask.hookimpl
+def register_likelihood_estimators(register):
+    register(OneStepLogRatio)
+    register(ElboLogRatio)

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import remask
 
+from .estimator import TraflSurrogate
 from .objective import TraflObjective
 
 
 @remask.hookimpl
 def register_objectives(register):  # noqa: ANN001
     register(TraflObjective)
+
+
+@remask.hookimpl
+def register_likelihood_estimators(register):
+    register(TraflSurrogate)
