@@ -144,15 +144,7 @@ class ArithmeticCorrect(remask.RewardModel):
 
     def score(self, *, prompts: Sequence[str], completions: Sequence[str],
               references: Sequence[Mapping[str, Any]]) -> remask.Rewards:
-        values, reasons = [], []
-        for text, ref in zip(completions, references):
-            try:
-                v, why = arithmetic_verdict(str(text), str(ref.get(self.config.answer_key, "")))
-            except Exception as exc:  # noqa: BLE001 - model output never raises
-                v, why = 0.0, f"error:{type(exc).__name__}"
-            values.append(v)
-            reasons.append(why)
-        return remask.Rewards.from_scores(self.name, values, reasons)
+        return _score_each(self.name, arithmetic_verdict, completions, references, self.config.answer_key)
 
 
 def digit_credit(completion: str, answer: str) -> tuple[float, str]:
@@ -189,12 +181,18 @@ class ArithmeticDigits(remask.RewardModel):
 
     def score(self, *, prompts: Sequence[str], completions: Sequence[str],
               references: Sequence[Mapping[str, Any]]) -> remask.Rewards:
-        values, reasons = [], []
-        for text, ref in zip(completions, references):
-            try:
-                v, why = digit_credit(str(text), str(ref.get(self.config.answer_key, "")))
-            except Exception as exc:  # noqa: BLE001 - model output never raises
-                v, why = 0.0, f"error:{type(exc).__name__}"
-            values.append(v)
-            reasons.append(why)
-        return remask.Rewards.from_scores(self.name, values, reasons)
+        return _score_each(self.name, digit_credit, completions, references, self.config.answer_key)
+
+
+def _score_each(name: str, verdict: Any, completions: Sequence[str], references: Sequence[Mapping[str, Any]],
+                answer_key: str) -> remask.Rewards:
+    """Apply ``verdict(text, answer) -> (value, reason)`` to every row; model output never raises."""
+    values, reasons = [], []
+    for text, ref in zip(completions, references):
+        try:
+            v, why = verdict(str(text), str(ref.get(answer_key, "")))
+        except Exception as exc:  # noqa: BLE001 - model output never raises
+            v, why = 0.0, f"error:{type(exc).__name__}"
+        values.append(v)
+        reasons.append(why)
+    return remask.Rewards.from_scores(name, values, reasons)
