@@ -247,7 +247,7 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None) -> Path
         f"# Comparison: {Path(spec_path).name}",
         "",
         f"Base pipeline `{spec.base}`; budget {spec.budget.describe()} per run; seeds {spec.seeds}; "
-        f"mean ± 95% CI over seeds (Student t).",
+        f"cells are mean ± sample std over seeds [95% Student-t half-width].",
         f"Evaluation: split `{ev.split}`, {ev.limit or 'all'} problems, greedy accuracy plus "
         f"{ev.samples_per_prompt} samples per prompt for pass@k; sampler `{json.dumps(sampler, sort_keys=True)}`.",
         "",

@@ -10,18 +10,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .metrics import confidence_interval
+from .metrics import confidence_interval, mean_std
 
 __all__ = ["summary_rows", "markdown_table", "write_plots", "fmt_ci"]
 
 
 def fmt_ci(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
-    """``mean ± half-width of the 95% CI`` (just the mean for a single seed)."""
+    """``mean ± sample std`` over seeds, with the 95% Student-t half-width in brackets when there
+    are at least two seeds (just the mean for one)."""
     vals = [v * scale for v in values if v == v]  # drop NaN
     if not vals:
         return "–"
-    m, h = confidence_interval(vals)
-    return f"{m:.{digits}f}" if h != h else f"{m:.{digits}f} ± {h:.{digits}f}"
+    m, s = mean_std(vals)
+    if len(vals) < 2:
+        return f"{m:.{digits}f}"
+    _, h = confidence_interval(vals)
+    return f"{m:.{digits}f} ± {s:.{digits}f} [{h:.{digits}f}]"
 
 
 def summary_rows(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[dict[str, str]]:
