@@ -66,6 +66,8 @@ def _curves(runs: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tup
     out: dict[str, list[tuple[list[float], list[float]]]] = {}
     for r in runs:
         hist = r["train"].get("history", [])
+        if not hist:  # the untrained base has no training curve
+            continue
         xs = [h[x_key] for h in hist if x_key in h and "train/reward" in h]
         ys = [h["train/reward"] for h in hist if x_key in h and "train/reward" in h]
         out.setdefault(r["pipeline"], []).append((xs, ys))
