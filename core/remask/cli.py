@@ -97,8 +97,31 @@ def load_cli_config(path: str, extra: list[str]):
 
 @command("validate", "check a pipeline config without running it", _config_args)
 def _validate(args: argparse.Namespace, extra: list[str]) -> int:
+    from .config import parse_config, parse_override_args, read_yaml
     from .registry import get_registry
 
+    raw = read_yaml(args.config)
+    if isinstance(raw, dict) and "pipelines" in raw and "base" in raw:
+        # a `remask compare` spec: the spec itself, then every pipeline it would run
+        from pathlib import Path
+
+        from .harness.compare import _pipeline_raw, load_compare_spec
+
+        spec, base = load_compare_spec(args.config)
+        for entry in spec.pipelines:
+            parse_config(_pipeline_raw(base, spec, entry, spec.seeds[0], Path(spec.output_dir)),
+                         source=f"{args.config}: pipeline {entry.name}")
+        print(f"{args.config}: OK (a comparison spec for `remask compare`) — {len(spec.pipelines)} pipelines x "
+              f"{len(spec.seeds)} seeds, budget {spec.budget.describe()}")
+        return 0
+    if isinstance(raw, dict) and not any(raw.get(k) is not None for k in ("rewards", "advantage", "objective")):
+        # a `remask sft` config: model, task, (sampler,) train, eval
+        from .engine.sft import load_sft_config
+
+        sft = load_sft_config(args.config, parse_override_args(extra))
+        print(f"{args.config}: OK (an SFT config for `remask sft`) — model {sft.model.name}, task {sft.task.name}; "
+              f"{sft.train.max_steps} steps of {sft.train.prompts_per_step} rows")
+        return 0
     cfg = load_cli_config(args.config, extra)
     for p in get_registry().all_problems():
         _err(f"warning: {p.line()}")
