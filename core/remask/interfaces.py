@@ -251,6 +251,10 @@ class PolicyObjective(Component):
     def loss(self, state: Any, *, inner_step: int, context: StepContext) -> LossOutput:
         """The loss of one inner update on the micro-batch that ``state`` was prepared for."""
 
+    def setup(self, *, policy: DiffusionModel, reference: DiffusionModel | None = None) -> None:
+        """Called once after the models are built and before the optimizer is: size or build the
+        objective's own modules here (TraFL's log-partition head reads the hidden size)."""
+
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules the objective owns besides the policy (name -> module)."""
         return {}

@@ -669,6 +669,7 @@ class Trainer(Engine):
         p = self.pipeline
         self.objective = p.objective
         self._check_layout(bool(getattr(p.objective, "requires_whole_groups", False)))
+        p.objective.setup(policy=p.model, reference=None)  # before the optimizer collects its modules
         self.extra_modules = dict(p.objective.extra_modules())
         self._setup_common(p.model, p.task, lambda: list(p.objective.extra_param_groups())
                            if self.extra_modules else [])
