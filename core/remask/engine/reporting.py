@@ -179,13 +179,15 @@ class RunReporter:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"step {step}: sample completions", show_lines=True)
+        table = Table(title=f"step {step}: sample completions", show_lines=False)
         for col in ("prompt", "completion", "reward", "advantage"):
             table.add_column(col, overflow="fold", max_width=60 if col in ("prompt", "completion") else 12)
         for r in rows:
             table.add_row(str(r["prompt"])[-200:], str(r["completion"])[:400], f"{r['reward']:.3f}",
                           f"{r['advantage']:.3f}")
-        Console(stderr=True).print(table)
+        console = Console(stderr=True)
+        console.print()  # start below the progress bar's line
+        console.print(table)
 
     def close(self) -> None:
         if self.trackers:

@@ -557,6 +557,8 @@ class Engine:
             result["summary"] = summary
             if self.is_main:
                 print(summary, flush=True)
+                print(f"run directory {self.output_dir}: checkpoint-{self.global_step}/, metrics.jsonl, "
+                      f"completions/, manifest.json; curves: tensorboard --logdir {self.output_dir}", flush=True)
         if interrupted and self.is_main:
             print(f"stopped by {self.stop.reason} at step {self.global_step}; resume with --resume", flush=True)
         self.registry.on_train_end(output_dir=str(self.output_dir),
