@@ -102,8 +102,6 @@ def _diagnose_args(p: argparse.ArgumentParser) -> None:
 
 @command("diagnose", "bias and variance of every likelihood estimator vs the exact trajectory log-ratio", _diagnose_args)
 def _diagnose(args: argparse.Namespace, extra: list[str]) -> int:
-    import copy
-
     import torch
 
     from ..engine.components import build_pipeline, make_reference
@@ -119,7 +117,7 @@ def _diagnose(args: argparse.Namespace, extra: list[str]) -> int:
         raise RemaskError("no likelihood estimators are registered (see `remask plugins`)")
     pipeline = build_pipeline(config)
     try:
-        reference = copy.deepcopy(pipeline.model)
+        ref = make_reference(pipeline.model, lora=False)  # a frozen copy of the base, before any change
         load_policy(pipeline, config, args.checkpoint)
         policy = pipeline.model
         if not args.checkpoint:
@@ -128,8 +126,6 @@ def _diagnose(args: argparse.Namespace, extra: list[str]) -> int:
                 for p in policy.module.parameters():
                     p.add_(torch.randn(p.shape, generator=g) * args.perturb)
         policy.module.eval()
-        reference.module.eval()
-        ref = make_reference(reference, lora=False)
         examples = list(pipeline.task.examples(config.eval.split))[: args.prompts]
         prompts = build_prompt_batch(policy, examples, group_size=1)
         with torch.no_grad():
