@@ -58,3 +58,38 @@ def test_every_registered_estimator_is_measured_and_the_exact_one_is_unbiased():
     assert all(r.forward_passes_per_draw > 0 and r.std == r.std for r in results)
     # dTRPO's reduced estimator reading the sampler's own states is unbiased (spec case 20)
     assert by_name["dtrpo-trajectory"].abs_bias_se < 4.0, by_name["dtrpo-trajectory"]
+
+
+class _Shifted:
+    """A stand-in estimator: the exact log-ratio plus a fixed offset plus optional N(0, noise²) noise."""
+
+    scale = "trajectory"
+
+    def __init__(self, exact, offset, noise=0.0):
+        self.exact, self.offset, self.noise = exact, offset, noise
+
+    def log_ratio(self, *, policy, reference, rollout, generator):
+        return self.exact + self.offset + self.noise * torch.randn(self.exact.shape, generator=generator,
+                                                                   dtype=torch.float64)
+
+
+def test_per_row_z_counts_do_not_let_biases_cancel():
+    policy, reference, rollout = _models_and_rollout()
+    exact = exact_trajectory_log_ratio(policy, reference, rollout)
+    offsets = torch.tensor([3.0, -3.0, 0.0], dtype=torch.float64)  # biases that cancel in the signed mean
+    results, _ = diagnose_estimators([("exact", _Shifted(exact, 0.0)), ("cancel", _Shifted(exact, offsets, 0.5)),
+                                      ("noisy", _Shifted(exact, 0.0, 0.5))],
+                                     policy, reference, rollout, draws=400, seed=0)
+    exact_r, cancel, noisy = results
+    assert exact_r.abs_bias_se == 0.0 and exact_r.rows_over_2 == 0 and exact_r.rows == 3
+    assert abs(cancel.bias) < 0.1  # the signed mean hides the bias ...
+    assert cancel.rows_over_3 == 2 and cancel.abs_bias_se > 20  # ... the per-row z does not
+    assert noisy.rows_over_3 == 0 and noisy.abs_bias_se < 3.0
+    assert [abs(z) > 2 for z in cancel.row_z].count(True) == cancel.rows_over_2
+
+
+def test_a_deterministic_biased_estimator_is_infinitely_many_standard_errors_off():
+    policy, reference, rollout = _models_and_rollout()
+    exact = exact_trajectory_log_ratio(policy, reference, rollout)
+    [r], _ = diagnose_estimators([("off", _Shifted(exact, 1.0))], policy, reference, rollout, draws=4, seed=0)
+    assert r.abs_bias_se == float("inf") and r.rows_over_3 == 3
