@@ -15,11 +15,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from .environment import env_info
 from .errors import ConfigError, RemaskError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "env_info"]
 
 #: subcommand name -> (help, add_arguments, run). Later modules add train, sft, eval, compare...
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, list[str]], int]]] = {}
@@ -105,11 +105,11 @@ def _validate(args: argparse.Namespace, extra: list[str]) -> int:
         # a `remask compare` spec: the spec itself, then every pipeline it would run
         from pathlib import Path
 
-        from .harness.compare import _pipeline_raw, load_compare_spec
+        from .harness.compare import load_compare_spec, pipeline_raw_config
 
         spec, base = load_compare_spec(args.config)
         for entry in spec.pipelines:
-            parse_config(_pipeline_raw(base, spec, entry, spec.seeds[0], Path(spec.output_dir)),
+            parse_config(pipeline_raw_config(base, spec, entry, spec.seeds[0], Path(spec.output_dir)),
                          source=f"{args.config}: pipeline {entry.name}")
         print(f"{args.config}: OK (a comparison spec for `remask compare`) — {len(spec.pipelines)} pipelines x "
               f"{len(spec.seeds)} seeds, budget {spec.budget.describe()}")
@@ -138,42 +138,6 @@ def _validate(args: argparse.Namespace, extra: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 # env
 # ---------------------------------------------------------------------------------------------
-
-
-def env_info() -> dict[str, Any]:
-    """Versions and device description (also written into every run manifest)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    for pkg in ("remask", "torch", "transformers", "peft", "accelerate", "pluggy", "pydantic",
-                "datasets", "math-verify", "tensorboard"):
-        info[pkg] = v(pkg)
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["device"] = f"cuda x{torch.cuda.device_count()} ({torch.cuda.get_device_name(0)})"
-        else:
-            info["device"] = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-    except Exception as exc:  # noqa: BLE001
-        info["device"] = f"unknown ({exc})"
-    from .registry import get_registry
-
-    plugins = {}
-    for c in get_registry().components():
-        plugins.setdefault(f"{c.distribution} {c.version}", set()).add(c.plugin)
-    info["plugins"] = {k: sorted(v) for k, v in sorted(plugins.items())}
-    return info
 
 
 def _env_args(p: argparse.ArgumentParser) -> None:

@@ -1,15 +1,13 @@
-"""``python -m remask.engine COMMAND ...``: the ``remask`` CLI as a module, for launchers that take a
-module rather than a script::
+"""``python -m remask.engine COMMAND ...``: the same as ``python -m remask COMMAND ...``, for launchers
+that were given this module::
 
     accelerate launch --config_file examples/accelerate/multi_gpu.yaml -m remask.engine train CONFIG
 
-(``-m remask.cli`` would run the CLI module as ``__main__``, a second copy that the subcommand
-modules do not register into.)
+The engine never imports the CLI (the CLI sits on top); this launcher only runs ``remask``'s own
+``__main__`` by name.
 """
 
-import sys
-
-from remask.cli import main
+import runpy
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("remask", run_name="__main__", alter_sys=True)

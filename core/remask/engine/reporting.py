@@ -1,7 +1,7 @@
 """What a run leaves beside its weights: manifest, TensorBoard scalars, completions tables, console.
 
 * ``manifest.json`` and ``config.yaml`` at start: the resolved config, package versions
-  (:func:`remask.cli.env_info`), git revision, device and process layout, the sampler settings;
+  (:func:`remask.environment.env_info`), git revision, device and process layout, the sampler settings;
 * TensorBoard through accelerate's trackers, with TRL's metric names (``train/reward``, ...);
 * ``completions/completions_<step>.parquet`` every log step (prompt, completion, reward and its
   components, advantage), and a few of them printed with rich;
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 __all__ = ["git_revision", "write_manifest", "flat_config", "RunReporter", "format_duration", "reward_metrics",
-           "completion_metrics"]
+           "completion_metrics", "combine_rounds"]
 
 log = logging.getLogger("remask.engine")
 
@@ -69,9 +69,9 @@ def flat_config(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def write_manifest(output_dir: Path, *, config: Mapping[str, Any], command: str, extra: Mapping[str, Any]) -> Path:
     """``manifest.json``: everything needed to tell two runs apart (see spec ecosystem.md §B.8)."""
-    from ..cli import env_info
-
     import yaml
+
+    from ..environment import env_info
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
@@ -192,3 +192,23 @@ class RunReporter:
     def close(self) -> None:
         if self.trackers:
             self.accelerator.end_training()
+
+
+#: metrics logged as their latest value (the others are averaged over the rounds of a log interval)
+_LATEST = ("train/learning_rate", "train/epoch", "train/skipped_steps")
+_SUMMED = ("train/reward_errors",)
+
+
+def combine_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """One log line for the rounds since the last one: means (NaN ignored), sums or latest values."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for r in rounds for k in r):
+        values = [r[key] for r in rounds if key in r]
+        if key in _LATEST:
+            out[key] = values[-1]
+        elif key in _SUMMED:
+            out[key] = float(sum(values))
+        else:
+            finite = [v for v in values if not math.isnan(v)]
+            out[key] = sum(finite) / len(finite) if finite else float("nan")
+    return out

@@ -32,7 +32,8 @@ from ..config import EvalConfig, apply_overrides, parse_config, read_yaml
 from ..errors import ConfigError
 from .report import markdown_table, summary_rows, write_plots
 
-__all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "run_compare", "LOCKED_SECTIONS"]
+__all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_raw_config", "run_compare",
+           "LOCKED_SECTIONS"]
 
 #: what a compared pipeline may not change (they define "the same experiment")
 LOCKED_SECTIONS = ("model", "task", "eval")
@@ -121,8 +122,9 @@ def load_compare_spec(path: str | Path) -> tuple[CompareSpec, dict[str, Any]]:
     return spec, base
 
 
-def _pipeline_raw(base: Mapping[str, Any], spec: CompareSpec, entry: PipelineEntry | None, seed: int,
-                  run_dir: Path) -> dict[str, Any]:
+def pipeline_raw_config(base: Mapping[str, Any], spec: CompareSpec, entry: PipelineEntry | None, seed: int,
+                        run_dir: Path) -> dict[str, Any]:
+    """The raw pipeline config of one compared run: the base, the entry's changes, the spec's protocol."""
     raw = copy.deepcopy(dict(base))
     if entry is not None:
         for section, value in entry.set.items():
@@ -212,7 +214,7 @@ def _run_one(raw: dict[str, Any], source: str, *, train_it: bool) -> dict[str, A
 
 def run_compare(spec_path: str | Path, *, output_dir: str | None = None) -> Path:
     """Run every pipeline for every seed, then write ``report.md``, plots and manifests."""
-    from ..cli import env_info
+    from ..environment import env_info
     from ..engine.reporting import git_revision
 
     spec, base = load_compare_spec(spec_path)
@@ -228,7 +230,7 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None) -> Path
         for entry in entries:
             name = entry.name if entry is not None else "base (untrained)"
             run_dir = out / "runs" / name.split(" ")[0] / f"seed-{seed}"
-            raw = _pipeline_raw(base, spec, entry, seed, run_dir)
+            raw = pipeline_raw_config(base, spec, entry, seed, run_dir)
             done += 1
             print(f"[{done}/{total}] {name} seed {seed}", flush=True)
             record = _run_one(raw, f"{spec_path}:{name}", train_it=entry is not None)
