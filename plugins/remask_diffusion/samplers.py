@@ -19,19 +19,23 @@ from torch import Tensor
 
 from remask import ComponentConfig, DiffusionModel, PromptBatch, Rollout, Sampler
 from remask.errors import RemaskError
-from remask.modeling import crop_cache
 
+from .block_cache import BlockForward, CachePolicy
 from .sampling import (
+    Proposals,
     StepRecorder,
+    argmax_excluding_,
     completion_mask_through_eos,
     draw_uniform,
-    gumbel_max,
     gumbel_noise,
     inverse_cdf_sample,
     num_transfer_tokens,
+    propose,
     select_top_k,
     top_k_filter,
     top_p_filter,
+    upstream_confidence,
+    upstream_top_k,
 )
 
 __all__ = ["LLaDASampler", "DreamSampler", "FastDLLMSampler"]
@@ -42,6 +46,17 @@ class _BlockConfig(ComponentConfig):
     block_length: int = Field(8, ge=1, description="Semi-autoregressive block length; must divide gen_length.")
     steps: int = Field(16, ge=1, description="Total denoising steps over all blocks (steps // blocks per block).")
     temperature: float = Field(0.0, ge=0, description="Gumbel-max sampling temperature τ of the proposals; 0 = greedy.")
+    noise: Literal["gumbel", "llada"] = Field(
+        "gumbel",
+        description="Proposal noise at τ > 0: 'gumbel' = float32 Gumbel-max on the masked positions only (fast); "
+                    "'llada' = LLaDA generate's float64 exp(ℓ)/(−log u)^τ with u drawn like upstream "
+                    "([B, P+L, V] per step), bit-compatible with upstream's stream (slow at large V).",
+    )
+    ties: Literal["stable", "upstream"] = Field(
+        "stable",
+        description="Confidence ranking: 'stable' = float32 exp(ℓ − logsumexp ℓ), equal confidences go to the "
+                    "lower position; 'upstream' = LLaDA generate's softmax in the model dtype and torch.topk order.",
+    )
     record_step_stats: bool = Field(
         True, description="Record per-step T=1 log-probs and mean entropies of committed tokens (off saves memory)."
     )
@@ -56,6 +71,8 @@ class _BlockConfig(ComponentConfig):
             raise ValueError(
                 f"block_length {self.block_length} must divide gen_length {self.gen_length}"
             )
+        if getattr(self, "cache", "none") == "dual" and self.record_greedy_ids:
+            raise ValueError("record_greedy_ids needs cache 'none' or 'prefix' (a dual-cached step sees only its block)")
         return self
 
 
@@ -112,18 +129,6 @@ def _finish(sampler: Sampler, model: DiffusionModel, prompts: PromptBatch, x: Te
     )
 
 
-def _no_mask_proposals(logits: Tensor, mask_token_id: int) -> Tensor:
-    """Logits with the mask token excluded, so a proposal is never the mask itself. # [..., V]
-
-    A trained mask predictor gives the mask token ~0 probability; an untrained one does not, and a
-    committed mask would silently re-open a position. Confidences and recorded log-probs still use
-    the model's own (unfiltered) logits.
-    """
-    out = logits.clone()
-    out[..., mask_token_id] = float("-inf")
-    return out
-
-
 def _greedy_fill(completion: Tensor, tail_logits: Tensor, offset: int, mask_token_id: int) -> Tensor:
     """One-step greedy completion ``x̂0(x_k)`` (spec §2.4, case 18): every masked position of the
     completion state filled with ``argmax ℓ`` (mask token excluded), committed tokens unchanged.
@@ -131,7 +136,7 @@ def _greedy_fill(completion: Tensor, tail_logits: Tensor, offset: int, mask_toke
     ``completion`` ``[B, L]``; ``tail_logits`` ``[B, L − offset, V]`` cover positions ``offset..L-1``
     (all positions before ``offset`` must already be committed). -> ``[B, L]``.
     """
-    fill = _no_mask_proposals(tail_logits, mask_token_id).argmax(-1)  # [B, L − offset]
+    fill = argmax_excluding_(tail_logits, mask_token_id)  # [B, L − offset]
     out = completion.clone()
     tail = out[:, offset:]
     tail.copy_(torch.where(tail == mask_token_id, fill, tail))
@@ -143,6 +148,33 @@ def _check_prompts(prompts: PromptBatch, model: DiffusionModel) -> None:
         raise RemaskError("sampler: the prompt batch is empty")
     if bool((prompts.prompt_ids == model.mask_token_id).any()):
         raise RemaskError(f"sampler: a prompt contains the mask token id {model.mask_token_id}")
+
+
+def _propose_block(c: Any, model: DiffusionModel, logits: Tensor, x: Tensor, lo: int, hi: int,
+                   generator: torch.Generator) -> tuple[Proposals, Tensor]:
+    """Proposals for the block ``x[:, lo:hi]`` and the confidence that ranks them. ``([B, Bl]..., [B, Bl])``
+
+    ``noise: llada`` draws its float64 uniforms with upstream's shape ``[B, P+L, V]`` (LLaDA
+    ``generate`` draws noise for the whole sequence every step) so that the stream matches.
+    ``ties: upstream`` ranks by upstream's model-dtype softmax instead of the float32 form.
+    """
+    block, masked = x[:, lo:hi], x[:, lo:hi] == model.mask_token_id  # [B, Bl] x2
+    uniform = None
+    if c.temperature > 0 and c.noise == "llada":
+        full = (x.shape[0], x.shape[1], logits.shape[-1])
+        uniform = draw_uniform(full, generator, logits.device)[:, lo:hi]  # [B, Bl, V] float64
+    prop = propose(logits, block, masked, temperature=c.temperature, noise=c.noise, generator=generator,
+                   mask_token_id=model.mask_token_id, uniform=uniform)
+    if c.ties == "upstream":
+        return prop, upstream_confidence(logits, prop.ids, masked)
+    return prop, prop.confidence
+
+
+def _pick(c: Any, confidence: Tensor, k: Tensor, lo: int, width: int) -> Tensor:
+    """The ``k[b]`` most confident block positions per row (ties by ``c.ties``). ``[B, Bl]`` bool"""
+    if c.ties == "upstream":
+        return upstream_top_k(confidence, k, lo, width)
+    return select_top_k(confidence, k)
 
 
 class LLaDASampler(Sampler):
@@ -158,6 +190,18 @@ class LLaDASampler(Sampler):
         cfg_scale: float = Field(
             0.0, ge=0, description="Classifier-free guidance weight w (0 = off; the unconditional pass masks the prompt)."
         )
+        cache: CachePolicy = Field(
+            "none",
+            description="KV cache across the steps of a block (Fast-dLLM): none = exact full passes; prefix = "
+                        "prompt and finished blocks cached; dual = also the masked suffix, later steps feed only "
+                        "the block. Cached steps are approximate; the first step of each block is exact.",
+        )
+
+        @model_validator(mode="after")
+        def _cfg_without_cache(self) -> Any:
+            if self.cfg_scale > 0 and self.cache != "none":
+                raise ValueError("cfg_scale > 0 needs cache 'none' (the unconditional pass has its own prompt)")
+            return self
 
     def _logits(self, model: DiffusionModel, x: Tensor, attn: Tensor, prompt: Tensor) -> Tensor:
         """Model logits, with classifier-free guidance ``ℓu + (w+1)(ℓc − ℓu)`` when ``w > 0``. # [B, S, V]"""
@@ -181,29 +225,35 @@ class LLaDASampler(Sampler):
         steps_per_block = max(1, c.steps // n_blocks)
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
         prompt_real = attn[:, :p]
+        passes = BlockForward(model, attn, c.cache) if c.cfg_scale <= 0 else None
         nfe0 = model.nfe
         for block in range(n_blocks):
             lo, hi = p + block * c.block_length, p + (block + 1) * c.block_length
             schedule = num_transfer_tokens((x[:, lo:hi] == mask_id).sum(-1), steps_per_block)  # [B, S]
+            if passes is not None:
+                passes.start_block(lo, hi)
             for s in range(steps_per_block):
                 step = block * steps_per_block + s
-                full = self._logits(model, x, attn, prompt_real)  # [B, P+L, V]
-                logits = full[:, lo:hi]  # [B, Bl, V]; only the block competes
-                greedy = _greedy_fill(x[:, p:], full[:, p:], 0, mask_id) if c.record_greedy_ids else None
-                masked = x[:, lo:hi] == mask_id  # [B, Bl]
-                noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
-                         if c.temperature > 0 else None)
-                proposal = gumbel_max(_no_mask_proposals(logits, mask_id), c.temperature, noise)  # [B, Bl]
-                if c.remasking == "low_confidence":
-                    probs = torch.softmax(logits.double(), dim=-1)  # untempered (spec §2.1 2c)
-                    confidence = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)  # [B, Bl]
+                if passes is None:
+                    tail = self._logits(model, x, attn, prompt_real)[:, lo:]  # [B, P+L−lo, V]
                 else:
-                    confidence = draw_uniform(tuple(masked.shape), generator, logits.device)
-                confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
-                commit = select_top_k(confidence, schedule[:, s])  # [B, Bl]
-                x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
-                rec.add(torch.full((b,), step, device=x.device), lo - p, commit, proposal,
-                        logits if c.record_step_stats else None, greedy)
+                    tail = passes(x)  # [B, P+L−lo, V], or [B, Bl, V] on a dual-cached step
+                logits = tail[:, : hi - lo]  # [B, Bl, V]; only the block competes
+                greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
+                masked = x[:, lo:hi] == mask_id  # [B, Bl]
+                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator)
+                if c.remasking == "random":
+                    if c.ties == "upstream":  # upstream draws float32 U(0,1) for the whole sequence
+                        u = draw_uniform((b, x.shape[1]), generator, x.device, torch.float32)[:, lo:hi]
+                    else:
+                        u = draw_uniform(tuple(masked.shape), generator, x.device)
+                    confidence = torch.where(masked, u, torch.full_like(u, float("-inf")))
+                commit = _pick(c, confidence, schedule[:, s], lo, x.shape[1])  # [B, Bl]
+                x[:, lo:hi] = torch.where(commit, prop.ids, x[:, lo:hi])
+                stats = c.record_step_stats
+                rec.add(torch.full((b,), step, device=x.device), lo - p, commit, prop.ids, None, greedy,
+                        token_logp=prop.logp if stats else None,
+                        token_entropy=prop.entropy(commit) if stats else None)
         return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)
 
 
@@ -274,7 +324,8 @@ class DreamSampler(Sampler):
             t, s = float(timesteps[i]), float(timesteps[i + 1])
             last = i == c.steps - 1
             greedy = _greedy_fill(x[:, p:], logits, 0, mask_id) if c.record_greedy_ids else None
-            flat = _no_mask_proposals(logits[masked], mask_id)  # [N, V] masked positions only
+            flat = logits[masked]  # [N, V] masked positions only (a copy)
+            flat[:, mask_id] = float("-inf")  # never propose the mask token
             x0_flat, conf_flat = self._sample_tokens(flat, generator)
             proposal = torch.zeros_like(x[:, p:])
             proposal[masked] = x0_flat
@@ -298,7 +349,7 @@ class DreamSampler(Sampler):
 
 
 class FastDLLMSampler(Sampler):
-    """Fast-dLLM: confidence-threshold parallel decoding within blocks, with a prefix KV cache."""
+    """Fast-dLLM: confidence-threshold parallel decoding within blocks, with a prefix or dual KV cache."""
 
     name = "fast-dllm"
 
@@ -306,10 +357,18 @@ class FastDLLMSampler(Sampler):
         threshold: float | None = Field(
             0.9, gt=0, le=1,
             description="Commit every masked block position with untempered confidence ≥ threshold (at least one "
-                        "per step); None = the fixed LLaDA schedule of `steps`.",
+                        "per step); None = the fixed LLaDA schedule of `steps` (fixed NFE per block).",
         )
-        use_cache: bool = Field(
-            True, description="Prefix KV cache (Fast-dLLM PrefixCache) when the model supports it; approximate."
+        cache: CachePolicy = Field(
+            "dual",
+            description="KV cache across the steps of a block (Fast-dLLM): none = exact full passes; prefix = "
+                        "PrefixCache; dual = DualCache (suffix cached too, later steps feed only the block). "
+                        "Approximate; ignored by adapters without supports_kv_cache.",
+        )
+        max_tokens_per_step: int | None = Field(
+            None, ge=1,
+            description="With a threshold: at most this many tokens committed per row and step, the most confident "
+                        "first (RL safety against over-confident parallel commits, d1 issue #25). None = no cap.",
         )
 
     @_inference
@@ -320,44 +379,38 @@ class FastDLLMSampler(Sampler):
         b, mask_id = x.shape[0], model.mask_token_id
         n_blocks = c.gen_length // c.block_length
         steps_per_block = max(1, c.steps // n_blocks)
-        cached = c.use_cache and model.supports_kv_cache
+        passes = BlockForward(model, attn, c.cache)
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
         row_step = torch.zeros(b, dtype=torch.long, device=x.device)  # per-row step counter
+        one = torch.ones(b, dtype=torch.long, device=x.device)
         nfe0 = model.nfe
         for block in range(n_blocks):
             lo, hi = p + block * c.block_length, p + (block + 1) * c.block_length
             schedule = num_transfer_tokens((x[:, lo:hi] == mask_id).sum(-1), steps_per_block)  # [B, S]
-            cache, s = None, 0
+            passes.start_block(lo, hi)
+            s = 0
             while bool((x[:, lo:hi] == mask_id).any()):
-                if not cached:
-                    tail = model.logits(x, attn)[:, lo:]  # [B, P+L−lo, V]: block and suffix
-                elif cache is None:  # block start: full pass, keep the K/V of everything before the block
-                    out = model.forward(x, attn, use_cache=True)
-                    tail = out.logits[:, lo:]
-                    cache = crop_cache(out.past_key_values, lo)
-                else:  # later steps feed x[lo:] against the (stale) prefix cache
-                    out = model.forward(x[:, lo:], attn, past_key_values=cache, use_cache=True)
-                    tail = out.logits
-                    crop_cache(cache, lo)
+                tail = passes(x)  # [B, P+L−lo, V], or [B, Bl, V] on a dual-cached step
                 logits = tail[:, : hi - lo]  # [B, Bl, V]
                 greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
-                noise = (draw_uniform(tuple(logits.shape), generator, logits.device)
-                         if c.temperature > 0 else None)
-                proposal = gumbel_max(_no_mask_proposals(logits, mask_id), c.temperature, noise)  # [B, Bl]
-                probs = torch.softmax(logits.double(), dim=-1)  # untempered confidence
-                confidence = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)
-                confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator)
                 if c.threshold is None:
                     k = schedule[:, min(s, steps_per_block - 1)]
                     if s >= steps_per_block - 1:
                         k = masked.sum(-1)
-                    commit = select_top_k(confidence, k)
+                    commit = _pick(c, confidence, k, lo, x.shape[1])
                 else:
-                    best = select_top_k(confidence, torch.ones(b, dtype=torch.long, device=x.device))
-                    commit = (masked & (confidence >= c.threshold)) | best
-                x[:, lo:hi] = torch.where(commit, proposal, x[:, lo:hi])
-                rec.add(row_step, lo - p, commit, proposal, logits if c.record_step_stats else None, greedy)
+                    over = masked & (confidence >= c.threshold)  # [B, Bl]
+                    if c.max_tokens_per_step is not None:
+                        capped = torch.where(over, confidence, torch.full_like(confidence, float("-inf")))
+                        over = _pick(c, capped, one * c.max_tokens_per_step, lo, x.shape[1])
+                    commit = over | _pick(c, confidence, one, lo, x.shape[1])
+                x[:, lo:hi] = torch.where(commit, prop.ids, x[:, lo:hi])
+                stats = c.record_step_stats
+                rec.add(row_step, lo - p, commit, prop.ids, None, greedy,
+                        token_logp=prop.logp if stats else None,
+                        token_entropy=prop.entropy(commit) if stats else None)
                 row_step = row_step + commit.any(-1).long()
                 s += 1
         return _finish(self, model, prompts, x, p, rec, c.block_length, model.nfe - nfe0)

@@ -20,6 +20,11 @@ __all__ = [
     "top_p_filter",
     "top_k_filter",
     "inverse_cdf_sample",
+    "argmax_excluding_",
+    "Proposals",
+    "propose",
+    "upstream_confidence",
+    "upstream_top_k",
     "StepRecorder",
 ]
 
@@ -113,6 +118,124 @@ def inverse_cdf_sample(probs: Tensor, uniform: Tensor) -> Tensor:
     return idx.clamp_max(probs.shape[-1] - 1)
 
 
+@dataclass(frozen=True)
+class Proposals:
+    """One step's proposals for a region of ``N`` positions, computed on its masked positions only.
+
+    ``ids`` ``[B, N]`` long (the proposal ``x̂0``; at unmasked positions the current token),
+    ``logp`` ``[B, N]`` float32 = ``ℓ[x̂0] − logsumexp(ℓ)`` at temperature 1 (0 at unmasked
+    positions), ``confidence`` ``[B, N]`` float32 = ``exp(logp)``, −inf at unmasked positions.
+    ``rows`` ``[M, V]`` float32 are the untempered logits of the ``M`` masked positions (in
+    row-major order of ``masked``) and ``lse`` ``[M]`` their log-normalisers, kept so that the
+    entropy of the committed positions needs no second pass over the region.
+    """
+
+    ids: Tensor
+    logp: Tensor
+    confidence: Tensor
+    masked: Tensor
+    rows: Tensor
+    lse: Tensor
+
+    def entropy(self, commit: Tensor) -> Tensor:
+        """T=1 entropy ``H = lse − Σ_v p_v ℓ_v`` at the committed positions, 0 elsewhere. # [B, N]
+
+        Computed only on the ``K`` committed rows (``[K, V]`` work), not on the whole region.
+        """
+        chosen = commit[self.masked]  # [M] bool, which masked rows were committed
+        rows, lse = self.rows[chosen], self.lse[chosen]  # [K, V], [K]
+        p = torch.exp(rows - lse.unsqueeze(-1))  # [K, V]
+        ent = lse - (p * rows).sum(-1)  # [K]
+        out = torch.zeros(commit.shape, dtype=torch.float32, device=commit.device)
+        out[commit & self.masked] = ent
+        return out
+
+
+def argmax_excluding_(scores: Tensor, index: int) -> Tensor:
+    """``argmax`` over the last dim with column ``index`` excluded, by setting it to −inf in place
+    and restoring it (no copy of ``scores``). ``[..., V]`` -> ``[...]`` long."""
+    saved = scores[..., index].clone()  # [...]
+    scores[..., index] = float("-inf")
+    ids = scores.argmax(-1)
+    scores[..., index] = saved
+    return ids
+
+
+def propose(
+    logits: Tensor,  # [B, N, V] untempered logits of the region (any float dtype)
+    current: Tensor,  # [B, N] long, the region's current tokens
+    masked: Tensor,  # [B, N] bool, positions still masked
+    *,
+    temperature: float,
+    noise: str,
+    generator: torch.Generator | None,
+    mask_token_id: int,
+    uniform: Tensor | None = None,  # [B, N, V] float64, only for noise "llada"
+) -> Proposals:
+    """Proposals ``x̂0 ~ softmax(ℓ/τ)`` and their T=1 log-probs/confidences (spec §2.1 step 2b–c).
+
+    Vocabulary-lean: only the ``M`` masked positions are touched, in float32, and the confidence of
+    the chosen token is ``exp(ℓ[x̂0] − logsumexp(ℓ))`` (no softmax tensor). The mask token is
+    excluded by index. Noise:
+
+    * ``gumbel`` (default): Gumbel-max ``argmax(ℓ + τ·g)`` with ``g = −log(−log u)`` from float32
+      uniforms ``[M, V]`` drawn from ``generator``; an exact sampler of ``softmax(ℓ/τ)`` up to the
+      float32 grid of ``u`` (2⁻²⁴, so the Gumbel tail is cut at ≈ 16.6 nats);
+    * ``llada``: LLaDA ``generate``'s float64 form ``argmax exp(ℓ) / (−log u)^τ`` on the given
+      ``uniform`` (the caller draws it with the upstream shape), bit-compatible with upstream.
+    """
+    rows = logits[masked].float()  # [M, V] float32 (a copy: boolean indexing)
+    lse = torch.logsumexp(rows, dim=-1)  # [M]
+    if temperature > 0 and noise == "llada":
+        if uniform is None:
+            raise ValueError("noise 'llada' needs the upstream-shaped uniform draw")
+        # float64, bit-compatible with LLaDA's add_gumbel_noise; [M, V] for the masked rows only
+        scores = logits[masked].double().exp() / (-torch.log(uniform[masked])) ** temperature
+        chosen = argmax_excluding_(scores, mask_token_id)  # [M]
+    elif temperature > 0:
+        u = torch.rand(rows.shape, generator=generator, device=generator.device if generator is not None else None,
+                       dtype=torch.float32).to(rows.device)  # [M, V]
+        scores = u.log_().neg_().log_().neg_().mul_(temperature).add_(rows)  # ℓ + τ·g, in place
+        chosen = argmax_excluding_(scores, mask_token_id)
+    else:
+        chosen = argmax_excluding_(rows, mask_token_id)
+    logp_m = rows.gather(-1, chosen.unsqueeze(-1)).squeeze(-1) - lse  # [M]
+    ids = current.clone()
+    ids[masked] = chosen
+    logp = torch.zeros(current.shape, dtype=torch.float32, device=current.device)
+    logp[masked] = logp_m
+    confidence = torch.full(current.shape, float("-inf"), dtype=torch.float32, device=current.device)
+    confidence[masked] = logp_m.exp()
+    return Proposals(ids, logp, confidence, masked, rows, lse)
+
+
+def upstream_confidence(logits: Tensor, ids: Tensor, masked: Tensor) -> Tensor:
+    """LLaDA ``generate``'s confidence: ``softmax(ℓ)[x̂0]`` in the logits' own dtype (bfloat16 for
+    the 8B checkpoints), −inf at unmasked positions. ``[B, N, V]`` -> ``[B, N]`` (model dtype)."""
+    p = torch.softmax(logits, dim=-1)  # [B, N, V] model dtype, as upstream
+    conf = p.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return torch.where(masked, conf, torch.full_like(conf, float("-inf")))
+
+
+def upstream_top_k(confidence: Tensor, k: Tensor, offset: int, width: int) -> Tensor:
+    """LLaDA ``generate``'s pick: ``torch.topk`` over the whole sequence row (−inf outside the
+    region), so equal confidences are ordered as upstream orders them on the same device.
+
+    ``confidence`` ``[B, N]`` of the region that starts at sequence position ``offset`` of a
+    ``width``-long row; ``k`` ``[B]`` -> ``[B, N]`` bool. Rows with the same ``k`` share one call.
+    """
+    b, n = confidence.shape
+    row = torch.full((b, width), float("-inf"), dtype=confidence.dtype, device=confidence.device)
+    row[:, offset:offset + n] = confidence
+    picked = torch.zeros(b, width, dtype=torch.bool, device=confidence.device)
+    for kk in torch.unique(k).tolist():
+        rows = (k == kk).nonzero(as_tuple=True)[0]
+        if kk > 0:
+            idx = torch.topk(row[rows], k=int(kk), dim=-1).indices  # [R, kk]
+            picked[rows.unsqueeze(-1), idx] = True
+    return picked[:, offset:offset + n] & torch.isfinite(confidence)
+
+
 @dataclass
 class StepRecorder:
     """Accumulates what a sampler records per step (spec §2.4) without per-row Python loops.
@@ -146,6 +269,9 @@ class StepRecorder:
         tokens: Tensor,  # [B, N] long, the committed tokens (where commit)
         logits: Tensor | None = None,  # [B, N, V] untempered logits of the region (for the T=1 stats)
         greedy: Tensor | None = None,  # [B, L] one-step greedy completion of the state before this step
+        *,
+        token_logp: Tensor | None = None,  # [B, N] T=1 log-prob of each proposal (instead of logits)
+        token_entropy: Tensor | None = None,  # [B, N] T=1 entropy at committed positions (with token_logp)
     ) -> None:
         n = commit.shape[-1]
         region = self.unmask_step[:, offset:offset + n]
@@ -156,7 +282,12 @@ class StepRecorder:
             self._greedy.append((row_step.clone(), count > 0, greedy))
         eos_or_idle = (tokens == self.eos_token_id) | ~commit
         self._all_eos.append((count > 0) & eos_or_idle.all(-1))
-        if self.record_stats and logits is not None:
+        if self.record_stats and token_logp is not None and token_entropy is not None:
+            zero = torch.zeros((), dtype=torch.float32, device=self.device)
+            self._logps.append(torch.where(commit, token_logp.float(), zero).sum(-1))
+            ent = torch.where(commit, token_entropy.float(), zero).sum(-1)
+            self._entropy.append(ent / count.clamp_min(1).float())
+        elif self.record_stats and logits is not None:
             # only the committed positions: [K, V] with K = commits this step, not [B, N, V]
             rows = commit.nonzero(as_tuple=True)[0]  # [K]
             logp_all = torch.log_softmax(logits[commit].float(), dim=-1)  # [K, V]

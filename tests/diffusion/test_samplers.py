@@ -152,7 +152,7 @@ def test_case13_low_confidence_commits_the_confident_position_first():
 
 @pytest.mark.parametrize("cls,cfg", [
     (LLaDASampler, dict(gen_length=16, block_length=8, steps=8, temperature=1.0)),
-    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=0.03, temperature=1.0, use_cache=False)),
+    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=0.03, temperature=1.0, cache="none")),
     (DreamSampler, dict(gen_length=16, steps=6, temperature=1.0, top_p=None, alg="maskgit_plus")),
 ])
 def test_case19_state_rebuild_reproduces_recorded_step_stats(tiny_model, prompts, cls, cfg):
@@ -286,16 +286,16 @@ def test_fast_dllm_cache_matches_no_cache_when_exact(tiny_model, prompts):
     # A threshold this low commits a whole block in its first step, which the cache always computes
     # from a full pass: the cached and uncached rollouts must agree exactly.
     cfg = dict(gen_length=16, block_length=4, threshold=1e-9, temperature=1.0)
-    a = run(FastDLLMSampler, tiny_model, prompts, use_cache=True, **cfg)
-    b = run(FastDLLMSampler, tiny_model, prompts, use_cache=False, **cfg)
+    a = run(FastDLLMSampler, tiny_model, prompts, cache="prefix", **cfg)
+    b = run(FastDLLMSampler, tiny_model, prompts, cache="none", **cfg)
     assert torch.equal(a.completion_ids, b.completion_ids) and a.nfe == b.nfe == 4
     assert a.num_steps == 4
 
 
 def test_fast_dllm_cache_first_step_of_block_is_exact(tiny_model, prompts):
     cfg = dict(gen_length=16, block_length=8, threshold=0.05, temperature=0.0)
-    a = run(FastDLLMSampler, tiny_model, prompts, use_cache=True, **cfg)
-    b = run(FastDLLMSampler, tiny_model, prompts, use_cache=False, **cfg)
+    a = run(FastDLLMSampler, tiny_model, prompts, cache="prefix", **cfg)
+    b = run(FastDLLMSampler, tiny_model, prompts, cache="none", **cfg)
     assert torch.equal(a.unmask_step == 0, b.unmask_step == 0)
     assert torch.equal(a.completion_ids[a.unmask_step == 0], b.completion_ids[b.unmask_step == 0])
 
@@ -408,8 +408,8 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode(tiny_model, promp
 
 @pytest.mark.parametrize("cls,cfg", [
     (LLaDASampler, dict(gen_length=16, block_length=8, steps=8, temperature=1.0)),
-    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=0.03, temperature=1.0, use_cache=False)),
-    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=1e-9, temperature=1.0, use_cache=True)),
+    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=0.03, temperature=1.0, cache="none")),
+    (FastDLLMSampler, dict(gen_length=16, block_length=8, threshold=1e-9, temperature=1.0, cache="prefix")),
     (DreamSampler, dict(gen_length=16, steps=6, temperature=1.0, alg="maskgit_plus")),
 ])
 def test_greedy_ids_are_one_step_completions_of_rebuilt_states(tiny_model, prompts, cls, cfg):
