@@ -5,6 +5,7 @@ from __future__ import annotations
 import remask
 
 from .arithmetic import ArithmeticCorrect, ArithmeticDigits, ArithmeticTask
+from .digit_scan import DigitScanCorrect, DigitScanDigits, DigitScanTask
 from .rewards import D1_COMPAT, FIXED
 from .tasks import TASKS
 
@@ -13,6 +14,8 @@ from .tasks import TASKS
 def register_rewards(register):
     register(ArithmeticCorrect)
     register(ArithmeticDigits)
+    register(DigitScanCorrect)
+    register(DigitScanDigits)
     for cls in FIXED + D1_COMPAT:
         register(cls)
 
@@ -20,5 +23,6 @@ def register_rewards(register):
 @remask.hookimpl
 def register_tasks(register):
     register(ArithmeticTask)
+    register(DigitScanTask)
     for cls in TASKS:
         register(cls)
