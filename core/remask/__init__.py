@@ -26,6 +26,7 @@ from .interfaces import (
 )
 from .records import Example, LossOutput, PromptBatch, Rewards, Rollout, StepSelection, take
 from .trajectory import block_step_table, newly_unmasked, state_before_step, states_before_steps
+from . import functional, likelihood  # noqa: E402  public building blocks (docs/api.md)
 
 try:
     __version__ = version("remask")
@@ -59,6 +60,8 @@ __all__ = [
     "states_before_steps",
     "newly_unmasked",
     "block_step_table",
+    "functional",
+    "likelihood",
     "RemaskError",
     "ConfigError",
     "PluginError",

@@ -31,20 +31,10 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import clipped_surrogate, gather_logprobs, k3_kl, masked_mean, masked_sum
-
-from .states import completion_logits
+from remask.functional import clipped_surrogate, k3_kl, masked_mean
+from remask.likelihood import completion_logits, step_logprob_sums  # the exact per-step transition log-prob
 
 __all__ = ["step_logprob_sums", "exact_step_kl", "egspo_step_loss", "EGSPOObjective", "EGSPOState"]
-
-
-def step_logprob_sums(logits: Tensor, tokens: Tensor, committed: Tensor) -> Tensor:
-    """``ℓ(k) = Σ_{i ∈ I_k} log p(x^i | x_k)`` at temperature 1 (0 when ``I_k = ∅``).
-
-    logits ``[B, L, V]`` (forward pass on ``x_k``), tokens ``[B, L]``, committed ``[B, L]`` bool -> ``[B]``.
-    """
-    logp = gather_logprobs(logits, tokens.to(logits.device))  # [B, L]
-    return masked_sum(logp, committed.to(logp.device), dim=-1)
 
 
 def exact_step_kl(logp: Tensor, ref_logp: Tensor, row_index: Tensor, batch_size: int) -> Tensor:

@@ -1,8 +1,8 @@
 """Forward passes on rebuilt sampler states, shared by the EGSPO estimator and objective.
 
 A state ``x_k`` (the completion before step ``k``, later positions masked) is rebuilt from
-``unmask_step`` with :func:`remask.states_before_steps`; the prompt is put back in front and the
-whole sequence goes through the model once, as in the sampler's own forward pass at step ``k``.
+``unmask_step`` with :func:`remask.states_before_steps`; :func:`remask.likelihood.completion_logits`
+puts the prompt back in front and runs the model once, as the sampler's own forward at step ``k``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,9 @@ import torch
 from torch import Tensor
 
 import remask
-from remask.functional import full_sequence
+from remask.likelihood import completion_logits  # re-exported: the state forward is a public building block
 
 __all__ = ["completion_logits", "one_step_greedy", "completion_mask_through_eos", "eval_mode"]
-
-
-def completion_logits(model: remask.DiffusionModel, prompts: remask.PromptBatch, states: Tensor) -> Tensor:
-    """Logits at the completion positions for the state ``states`` (one forward pass).
-
-    states ``[B, L]`` long (mask id where still masked) -> ``[B, L, V]``.
-    """
-    ids, attn = full_sequence(prompts, states)  # [B, P+L], [B, P+L]
-    device = model.device
-    logits = model.logits(ids.to(device), attn.to(device))  # [B, P+L, V]
-    return logits[:, -states.shape[1]:]
 
 
 def one_step_greedy(state: Tensor, logits: Tensor, mask_token_id: int) -> Tensor:

@@ -1,6 +1,6 @@
 """d1's one-step estimator and the ELBO as registered likelihood-ratio estimators.
 
-These wrap the functions of :mod:`remask_grpo.likelihood` so that ``remask diagnose`` can measure
+These wrap the public building blocks of :mod:`remask.likelihood` so that ``remask diagnose`` can measure
 how far each is from the exact trajectory log-ratio; the objectives do not go through them.
 One draw estimates ``Σ_k [ℓ_θ(o_k) − ℓ_ref(o_k)]`` over the completion through EOS, on the same
 noisy views for both models.
@@ -14,8 +14,7 @@ from torch import Tensor
 
 import remask
 from remask.functional import full_sequence
-
-from .likelihood import NoisyViews, elbo_views, one_step_views, token_logprobs, views_to
+from remask.likelihood import NoisyViews, elbo_views, one_step_views, token_logprobs, views_to
 
 __all__ = ["OneStepLogRatio", "ElboLogRatio"]
 

@@ -1,7 +1,7 @@
 """The ``grpo`` and ``d1`` policy objectives.
 
 Both are the clipped surrogate of :func:`remask_grpo.losses.policy_gradient_loss` over a seeded
-likelihood estimator (:mod:`remask_grpo.likelihood`). What happens once per rollout (``prepare``,
+likelihood estimator (:mod:`remask.likelihood`). What happens once per rollout (``prepare``,
 no grad) and per inner update (``loss``):
 
 ``prepare``  draws M mask seeds from ``ctx.generator`` (M = μ with ``random_masking``, else one fixed
@@ -27,14 +27,19 @@ import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence, masked_mean
 
-from .likelihood import NoisyViews, elbo_views, one_step_views, token_logprobs, views_to
+from remask.likelihood import (
+    SEED_HIGH,
+    NoisyViews,
+    draw_mask_seeds,
+    elbo_views,
+    one_step_views,
+    token_logprobs,
+    views_to,
+)
+
 from .losses import Normalisation, inner_iteration_index, policy_gradient_loss
 
 __all__ = ["PolicyGradientState", "GRPOObjective", "D1Objective", "draw_mask_seeds"]
-
-#: seeds are drawn from [0, SEED_HIGH) unless an objective is told otherwise
-SEED_HIGH = 2**31 - 1
-
 
 @dataclass(frozen=True)
 class PolicyGradientState:
@@ -56,16 +61,6 @@ class PolicyGradientState:
     @property
     def mask_seeds(self) -> tuple[int, ...]:
         return tuple(v.seed for v in self.views)
-
-
-def draw_mask_seeds(generator: torch.Generator, count: int, high: int = SEED_HIGH) -> list[int]:
-    """``count`` seeds ``s_m ~ U{0, ..., high−1}`` from the likelihood-mask stream.
-
-    The stream may live on the accelerator (the engine creates its generators on the training
-    device); the draw happens there and only the integers come back.
-    """
-    drawn = torch.randint(0, high, (count,), generator=generator, device=generator.device)  # [count]
-    return [int(s) for s in drawn.tolist()]
 
 
 def _check_advantages(advantages: Tensor, batch: int, where: str) -> Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from remask_grpo.advantages import group_mean_advantages, group_mean_std_advantages, rloo_advantages
-from remask_grpo.likelihood import elbo_views, one_step_views, prompt_mask
+from remask.likelihood import elbo_views, one_step_views, prompt_mask
 from remask_grpo.losses import (
     clip_fractions,
     importance_ratio,

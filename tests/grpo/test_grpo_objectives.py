@@ -11,7 +11,7 @@ import remask
 from remask.errors import RemaskError
 from remask.testing import FakeModel, FakeSampler, check_component, fake_context, fake_prompts, fake_rollout
 from remask_grpo.advantages import GroupMeanAdvantage, GroupMeanStdAdvantage, RLOOAdvantage
-from remask_grpo.likelihood import one_step_views, token_logprobs
+from remask.likelihood import one_step_views, token_logprobs
 from remask_grpo.objectives import D1Objective, GRPOObjective, policy_gradient_step_loss
 
 ALL = [GRPOObjective, D1Objective, GroupMeanAdvantage, GroupMeanStdAdvantage, RLOOAdvantage]
