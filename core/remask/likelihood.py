@@ -225,9 +225,10 @@ def draw_mask_counts(
 
     ``include_zero=False``: ``k ~ U{1..u}`` (LLaDA's fixed-count ELBO). ``include_zero=True``:
     ``k ~ U{0..u}`` (ESPO). ``stratified``: one offset ``k_0`` is drawn and row ``j`` masks
-    ``round(k_0 + j·(c/B)) mod c`` (``c`` = the number of possible counts), so that the rows of a
-    batch spread evenly over the mask levels (ESPO's ``forward_process``); otherwise each row draws
-    independently. Rows with ``u = 0`` get ``k = 0``.
+    ``⌊k_0 + j·c/B + 1/2⌋ mod c`` (``c`` = the number of possible counts, ``k_0 ~ U{0..c−1}``), so
+    that the rows of a batch spread evenly over the mask levels while each row's count stays uniform
+    (ESPO's ``forward_process``); otherwise each row draws independently. Rows with ``u = 0`` get
+    ``k = 0``.
     """
     u = span_length.cpu().long()  # [B]
     b = u.shape[0]
@@ -238,7 +239,9 @@ def draw_mask_counts(
         v = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device).cpu()
         c = choices.double()  # [B]
         k0 = torch.floor(v * c)  # [B]
-        levels = torch.round(k0 + torch.arange(b, dtype=torch.float64) * c / max(b, 1))  # [B]
+        # round half up, so every row's count stays uniform (ESPO's torch.round rounds ties to even,
+        # which skews a row whose offset j·c/B ends in .5; see docs/algorithms/espo.md)
+        levels = torch.floor(k0 + torch.arange(b, dtype=torch.float64) * c / max(b, 1) + 0.5)  # [B]
         k = lo + torch.remainder(levels, c).long()  # [B]
     else:
         frac = torch.rand((b,), generator=generator, dtype=torch.float64, device=generator.device).cpu()  # [B]
