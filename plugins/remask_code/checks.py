@@ -86,14 +86,22 @@ def python_block_span(completion: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class Case:
-    """One call ``fn(*args, **kwargs)`` and how its result is judged."""
+    """One call ``fn(*args, **kwargs)`` and how its result is judged, with the semantics of the
+    Python test it came from (:func:`case_passes`).
+
+    ``check``: ``eq`` (``result == expected``), ``truthy``, ``falsy``, ``is``, ``close``
+    (``math.isclose(result, expected, rel_tol=, abs_tol=)``), ``abs_lt`` / ``abs_le``
+    (``abs(result - expected) < bound`` / ``<=``; ``abs(expected - result)`` when ``swapped``).
+    """
 
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
     expected: Any = None
-    check: str = "eq"  # eq | truthy | falsy | is | close
-    rel_tol: float = 0.0
-    abs_tol: float = 0.0
+    check: str = "eq"  # eq | truthy | falsy | is | close | abs_lt | abs_le
+    rel_tol: Any = 0.0
+    abs_tol: Any = 0.0
+    bound: Any = None  # abs_lt / abs_le: the right-hand side, as written
+    swapped: bool = False  # abs_*: the call is the subtrahend
 
     def sources(self) -> list[str]:
         """``[repr(args), repr(kwargs)]`` as the sandbox receives them (literal_eval-able)."""
@@ -160,12 +168,14 @@ def _assert_to_case(test: ast.AST, names: set[str]) -> tuple[str, Case] | None:
                 and test.left.func.id == "abs" and len(test.left.args) == 1
                 and isinstance(test.left.args[0], ast.BinOp) and isinstance(test.left.args[0].op, ast.Sub)):
             diff = test.left.args[0]
-            call, other = _call_of(diff.left, names), diff.right
+            call, other, swapped = _call_of(diff.left, names), diff.right, False
             if call is None:
-                call, other = _call_of(diff.right, names), diff.left
+                call, other, swapped = _call_of(diff.right, names), diff.left, True
             if call is None:
                 return None
-            return call[0], Case(call[1], call[2], lit(other), "close", 0.0, float(lit(test.comparators[0])))
+            check = "abs_lt" if isinstance(test.ops[0], ast.Lt) else "abs_le"
+            return call[0], Case(call[1], call[2], lit(other), check, bound=lit(test.comparators[0]),
+                                 swapped=swapped)
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             op, left, right = test.ops[0], test.left, test.comparators[0]
             call = _call_of(left, names)
@@ -204,7 +214,7 @@ def _assert_to_case(test: ast.AST, names: set[str]) -> tuple[str, Case] | None:
             if call is None:
                 return None
             return call[0], Case(call[1], call[2], lit(other), "close",
-                                 float(tol.get("rel_tol", 1e-9)), float(tol.get("abs_tol", 0.0)))
+                                 tol.get("rel_tol", 1e-9), tol.get("abs_tol", 0.0))  # math.isclose's defaults
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     return None
@@ -416,8 +426,12 @@ def plan_for(reference: Mapping[str, Any], mode: str = "auto", *, convert_assert
             if not isinstance(row, Mapping) or "args" not in row:
                 raise BadReference("each calls entry needs `args` and `expected`")
             args = tuple(row["args"]) if isinstance(row["args"], (list, tuple)) else (row["args"],)
-            case = Case(args, dict(row.get("kwargs") or {}), row.get("expected"),
-                        str(row.get("check", "eq")), float(row.get("rel_tol", 0.0)), float(row.get("abs_tol", 0.0)))
+            check = str(row.get("check", "eq"))
+            if check not in ("eq", "truthy", "falsy", "is", "close"):
+                raise BadReference(f"calls entry has unknown check {check!r} (eq, truthy, falsy, is, close)")
+            default_rel = 1e-9 if check == "close" else 0.0  # math.isclose's default
+            case = Case(args, dict(row.get("kwargs") or {}), row.get("expected"), check,
+                        float(row.get("rel_tol", default_rel)), float(row.get("abs_tol", 0.0)))
             if not all(_round_trips(v) for v in (case.args, dict(case.kwargs))):
                 raise BadReference("calls arguments must be plain literals")
             cases.append(case)
@@ -509,21 +523,32 @@ def values_equal(expected: Any, actual: Any, *, rel_tol: float = 0.0, abs_tol: f
 
 
 def case_passes(case: Case, actual: Any, *, tuple_equals_list: bool = False) -> bool:
-    """Judge one returned value against its case (the value is already a plain literal)."""
-    if case.check == "truthy":
-        return bool(actual)
-    if case.check == "falsy":
-        return not bool(actual)
-    if case.check == "is":
-        return actual is case.expected
-    if case.check == "close":
-        try:
-            return math.isclose(float(actual), float(case.expected), rel_tol=case.rel_tol or 1e-9,
-                                abs_tol=case.abs_tol)
-        except (TypeError, ValueError, OverflowError):
+    """Judge one returned value against its case exactly as the Python test it came from would:
+    ``actual`` is a plain builtin value (decoded by the trusted parent), so evaluating the test's
+    own expression on it here has Python's semantics, errors included (an error fails the case:
+    ``math.isclose('0.5', 0.5)`` raises TypeError, so it fails). No implicit tolerance; a strict
+    ``<`` stays strict. Only ``calls`` rows from JSON (``tuple_equals_list`` or a tolerance on
+    ``eq``) use the lenient :func:`values_equal`."""
+    try:
+        if case.check == "truthy":
+            return bool(actual)
+        if case.check == "falsy":
+            return not actual
+        if case.check == "is":
+            return actual is case.expected
+        if case.check == "close":
+            return math.isclose(actual, case.expected, rel_tol=case.rel_tol, abs_tol=case.abs_tol)
+        if case.check in ("abs_lt", "abs_le"):
+            diff = abs(case.expected - actual) if case.swapped else abs(actual - case.expected)
+            return bool(diff < case.bound) if case.check == "abs_lt" else bool(diff <= case.bound)
+        if case.check != "eq":
             return False
-    return values_equal(case.expected, actual, rel_tol=case.rel_tol, abs_tol=case.abs_tol,
-                        tuple_equals_list=tuple_equals_list)
+        if tuple_equals_list or case.rel_tol or case.abs_tol:
+            return values_equal(case.expected, actual, rel_tol=case.rel_tol, abs_tol=case.abs_tol,
+                                tuple_equals_list=tuple_equals_list)
+        return bool(actual == case.expected)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, RecursionError, MemoryError):
+        return False
 
 
 def _lines(text: str) -> list[str]:

@@ -52,7 +52,13 @@ class CodeReward(remask.RewardModel):
             "python block, the first ```python block (EGSPO/wd1), or the whole text.")
         convert_asserts: bool = Field(
             True, description="Turn `assert f(<literals>) == <literal>` tests into trusted-side "
-            "call-and-compare (defeats __eq__/builtins hacks and test peeking); others run in-process.")
+            "call-and-compare (defeats __eq__/builtins hacks and test peeking); false runs every "
+            "assert test in-process (mode (a)).")
+        unconvertible_tests: Literal["in-process", "refuse"] = Field(
+            "in-process", description="Test code that cannot be converted to call-and-compare "
+            "(helpers, loops, fixtures): `in-process` runs it as rewritten asserts inside the sandbox "
+            "(mode (a): weaker against a program that introspects the runner; logged as a warning "
+            "the first time), `refuse` scores such rows None (`bad_reference: not convertible`).")
         binary: bool = Field(False, description="1 only when every test passes (else the pass fraction).")
         tag_bonus: float = Field(
             0.0, ge=0, description="Added when the program block sits inside <answer>...</answer> "
@@ -69,8 +75,12 @@ class CodeReward(remask.RewardModel):
         file_mb: int = Field(16, ge=1, description="RLIMIT_FSIZE (largest file a program may write), MiB.")
         max_processes: int = Field(64, ge=4, description="RLIMIT_NPROC for the sandbox uid.")
         max_open_files: int = Field(128, ge=64, description="RLIMIT_NOFILE of each program.")
-        max_output_mb: int = Field(16, ge=1, description="A program is killed once its stdout, "
-                                   "stderr and results exceed this many MiB in total.")
+        max_output_mb: int = Field(4, ge=1, description="A program is killed once its stdout, "
+                                   "stderr and results exceed this many MiB in total (reason "
+                                   "`output_limit`); nothing it wrote is parsed.")
+        max_result_values: int = Field(
+            50_000, ge=100, description="Results of a program holding more JSON values than this "
+            "are not parsed (reason `output_limit`): this bounds the trainer's memory per program.")
         max_code_chars: int = Field(200_000, ge=100, description="Longer programs score 0 unrun.")
         workers: int = Field(0, ge=0, description="Sandboxes run in parallel (0 = two per usable CPU "
                              "core, at most 32).")
@@ -88,14 +98,20 @@ class CodeReward(remask.RewardModel):
         c = self.config
         self.limits = Limits(timeout_s=c.timeout_s, memory_bytes=c.memory_mb << 20,
                              file_bytes=c.file_mb << 20, open_files=c.max_open_files,
-                             processes=c.max_processes, output_bytes=c.max_output_mb << 20)
+                             processes=c.max_processes, output_bytes=c.max_output_mb << 20,
+                             result_values=c.max_result_values)
         self.spec = SandboxSpec(isolation=c.isolation, python=c.python, uid=c.sandbox_uid,
                                 tmpfs_bytes=c.tmpfs_mb << 20)
         if c.isolation == "unsafe-none":
             logger.warning("reward %r: isolation=unsafe-none: model code will run UNSANDBOXED", self.name)
         else:
             self.spec.command(0)  # refuse now, with a clear message, when bwrap is missing
+        if not c.convert_asserts:
+            logger.warning("reward %r: convert_asserts is false: every assert test runs in-process in "
+                           "the sandbox (mode (a), see docs/sandbox.md)", self.name)
+        self._warned_in_process = not c.convert_asserts
         self._pool: SandboxPool | None = None
+        self._cpu_closed = 0.0
         self._lock = threading.Lock()
         #: wall-clock seconds of the longest program run of each row in the last evaluate()
         self.last_wall_s: list[float] = []
@@ -108,10 +124,17 @@ class CodeReward(remask.RewardModel):
                 self._pool = SandboxPool(self.spec, self.limits, workers=self.config.workers)
             return self._pool
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent inside this reward's sandboxes so far (:meth:`SandboxPool.cpu_seconds`;
+        not part of this process's ``getrusage``)."""
+        with self._lock:
+            return self._cpu_closed + (self._pool.cpu_seconds() if self._pool is not None else 0.0)
+
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
+                self._cpu_closed += self._pool.cpu_seconds()
                 self._pool = None
 
     # -- scoring -----------------------------------------------------------------------------
@@ -130,6 +153,7 @@ class CodeReward(remask.RewardModel):
         bonus = [0.0] * n
         jobs: list[Job] = []
         owners: list[tuple[int, Any, int]] = []  # (row, plan, io case index)
+        in_process = 0  # rows whose tests could not be converted and run in-process
         for row, (text, ref) in enumerate(zip(completions, references)):
             text = text if isinstance(text, str) else ""
             ref = ref if isinstance(ref, Mapping) else {}
@@ -144,6 +168,11 @@ class CodeReward(remask.RewardModel):
             if plan is None:
                 values[row], reasons[row] = None, "no_tests"
                 continue
+            if isinstance(plan, TestsPlan) and c.convert_asserts:
+                if c.unconvertible_tests == "refuse":
+                    values[row], reasons[row] = None, "bad_reference: not convertible to call-and-compare"
+                    continue
+                in_process += 1
             if c.tag_bonus:
                 bonus[row] = c.tag_bonus if _block_in_answer(text) else 0.0
             code = extract_code(text, c.extract)
@@ -171,6 +200,12 @@ class CodeReward(remask.RewardModel):
             else:
                 jobs.append(Job("tests", code, {"setup": plan.setup, "units": list(plan.units)}))
                 owners.append((row, plan, -1))
+        if in_process and not self._warned_in_process:
+            self._warned_in_process = True
+            logger.warning("reward %r: %d row(s) have tests that cannot be converted to call-and-compare;"
+                           " running them as in-process asserts (mode (a), weaker against adversarial "
+                           "programs; set unconvertible_tests: refuse to score them None instead)",
+                           self.name, in_process)
         results = self.pool.run_many(jobs) if jobs else []
         self.last_wall_s = [0.0] * n
         for (row, _, _), result in zip(owners, results):

@@ -2,14 +2,21 @@
 
 Layout (spec verifiers.md §5)::
 
-    trainer process ──socketpair──▶ setpriv (uid 65534) ─▶ bwrap --unshare-all ... ─▶ python3 -I -S zygote
-        │                                                       (pid 2 in its own pid namespace)
+    trainer process ──socketpair──▶ setpriv (uid 65534) ─▶ bwrap --unshare-all --as-pid-1 ... ─▶ python3 -I -S zygote
+        │                                                       (pid 1 of its own pid namespace)
         └── per job: three pipes (stdout, stderr, results) whose write ends travel by SCM_RIGHTS
 
 The parent reads every byte a job produces itself, with caps, and scores only what it read; exit
 codes and stdout sentinels never mean success. A job is killed on its wall-clock deadline by the
 zygote, and the whole sandbox is killed (and replaced) if the zygote misses a deadline of its own,
-dies, or reports that something survived its sweep.
+dies, or reports that something survived its sweep. The parent also gives each job of a
+pipelined batch its own deadline (its timeout + 2 s from the moment the job before it was
+answered), so a zygote that stops answering costs one timeout, not the batch's.
+
+CPU: the zygote is the namespace's init and reaps every process of its sandbox, so its
+``/proc/<pid>/stat`` (utime + stime + cutime + cstime) holds the whole tree's CPU;
+:meth:`SandboxPool.cpu_seconds` sums it over the pool (the trainer's own ``RUSAGE_CHILDREN`` never
+sees it: nobody on the host reaps the zygote).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import queue
 import random
 import secrets
 import select
+import selectors
 import shutil
 import socket
 import struct
@@ -42,6 +50,7 @@ logger = logging.getLogger("remask.code")
 
 _FRAME = struct.Struct("!cxxxIQ")  # kind, job id, body length (mirrors zygote.py)
 _REPLY = struct.Struct("!Q")
+_GRACE_S = 2.0  # a job's answer may come this long after its timeout (reap, sweep, wipe, reply)
 _ZYGOTE_SOURCE = (Path(__file__).with_name("zygote.py")).read_text(encoding="utf-8")
 
 
@@ -57,8 +66,9 @@ class Limits:
     memory_bytes: int = 1 << 30  # RLIMIT_AS
     file_bytes: int = 16 << 20  # RLIMIT_FSIZE
     open_files: int = 128  # RLIMIT_NOFILE
-    processes: int = 64  # RLIMIT_NPROC (counted for the sandbox uid across the host)
-    output_bytes: int = 16 << 20  # stdout+stderr+results read before the job is killed
+    processes: int = 64  # RLIMIT_NPROC (counted per uid in the sandbox's own user namespace)
+    output_bytes: int = 4 << 20  # stdout+stderr+results read before the job is killed
+    result_values: int = 50_000  # results holding more JSON values are not parsed (output_limit)
     keep_stderr_bytes: int = 4096  # stderr kept for reasons / debugging
 
     @property
@@ -78,9 +88,12 @@ class Job:
 
 @dataclass
 class JobResult:
-    """What the parent observed. ``stopped``: "" (ran to its end), "timeout", "output_limit",
-    "sandbox_lost" (the sandbox died under the job). ``exit`` (io mode): 0 when the program ended
-    normally, 1 on an uncaught exception, None when it never reported (killed, crashed)."""
+    """What the parent observed. ``stopped``: "" (ran to its end), "timeout", "output_limit"
+    (more than ``Limits.output_bytes`` of output, or results of more than ``Limits.result_values``
+    values: nothing of it is parsed), "sandbox_lost" (the sandbox died under the job). ``exit``:
+    the program's exit status from the zygote's ``waitpid`` (io mode: 0 = normal end, 1 = uncaught
+    exception or non-zero ``sys.exit``), None when it was killed by a signal (``signal``) or the
+    status is unknown. Nothing the program writes can set either."""
 
     stopped: str = ""
     exit: int | None = None
@@ -139,7 +152,8 @@ def _bwrap_features(bwrap: str) -> frozenset[str]:
     except (OSError, subprocess.SubprocessError):
         return frozenset()
     text = out.stdout + out.stderr
-    return frozenset(flag for flag in ("--disable-userns", "--size", "--remount-ro", "--clearenv") if flag in text)
+    return frozenset(flag for flag in ("--disable-userns", "--size", "--remount-ro", "--clearenv", "--as-pid-1")
+                     if flag in text)
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,10 @@ class SandboxSpec:
             )
         python = find_python(self.python, unprivileged=root)
         features = _bwrap_features(bwrap)
+        if "--as-pid-1" not in features:
+            raise SandboxError(f"code sandbox: {bwrap} has no --as-pid-1 (needed so that the fork "
+                               "server is the sandbox's init, out of the jobs' reach); install a newer "
+                               "bubblewrap")
         argv: list[str] = []
         if root:
             setpriv = shutil.which("setpriv")
@@ -176,7 +194,7 @@ class SandboxSpec:
                                    "drop to an unprivileged uid; RLIMIT_NPROC does not apply to root")
             argv += [setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                      "--no-new-privs", "--"]
-        argv += [bwrap, "--unshare-all", "--unshare-user"]
+        argv += [bwrap, "--unshare-all", "--unshare-user", "--as-pid-1"]
         if "--disable-userns" in features:
             argv.append("--disable-userns")
         argv += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox",
@@ -221,6 +239,23 @@ class _Sandbox:
         self.jobs_done = 0
         self.info: dict[str, Any] = {}
         self._tmp_root: str | None = None
+        self._zygote_pid = 0  # host pid of the zygote (the bwrap child; the process itself unsandboxed)
+        self._cpu_retired = 0.0  # CPU seconds of this slot's earlier, closed sandboxes
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of everything this slot's sandboxes ran (see :meth:`SandboxPool.cpu_seconds`)."""
+        return self._cpu_retired + self._cpu_live()[0]
+
+    def _cpu_live(self) -> tuple[float, float]:
+        """(CPU of the live zygote and everything it reaped, the part of it that will NOT reach
+        this process's RUSAGE_CHILDREN when the sandbox is closed). The outer bwrap (setpriv execs
+        it) is our child: its own time reaches RUSAGE_CHILDREN when it is reaped, so it is not
+        counted here; the zygote, killed by its parent-death signal, is reaped by nobody we wait
+        for. Without bwrap the zygote is our child, and all of its CPU reaches RUSAGE_CHILDREN."""
+        if self.proc is None or self.proc.poll() is not None or not self._zygote_pid:
+            return 0.0, 0.0
+        zygote = _tree_cpu(self._zygote_pid)
+        return zygote, (0.0 if self._zygote_pid == self.proc.pid else zygote)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -239,8 +274,7 @@ class _Sandbox:
         finally:
             child_sock.close()
         self.sock = parent_sock
-        ready, _, _ = select.select([parent_sock], [], [], 30.0)
-        reply = self._read_reply(deadline=time.monotonic() + 30.0) if ready else None
+        reply = self._read_reply(deadline=time.monotonic() + 30.0)
         if not reply or not reply.get("ready"):
             err = b""
             try:
@@ -256,10 +290,12 @@ class _Sandbox:
             self.proc.stderr.close()
         self.info = reply
         self.jobs_done = 0
+        self._zygote_pid = _child_pid(self.proc.pid) if self.spec.isolation != "unsafe-none" else self.proc.pid
 
-    def close(self, graceful: bool = False) -> None:
-        """Stop the sandbox. ``graceful``: let the zygote exit on EOF first (used at pool close,
-        so that the CPU time of everything it ran is accounted to this process)."""
+    def close(self) -> None:
+        """Stop the sandbox: record its CPU, then kill it. The outer process is killed first, so
+        the zygote dies by its parent-death signal and its CPU never reaches RUSAGE_CHILDREN twice."""
+        self._cpu_retired += self._cpu_live()[1]
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -267,19 +303,14 @@ class _Sandbox:
                 pass
             self.sock = None
         if self.proc is not None:
-            try:  # the zygote exits on EOF; give it a moment, then kill the whole sandbox
-                if not graceful:
-                    raise subprocess.TimeoutExpired(self.proc.args, 0)
-                self.proc.wait(timeout=0.5)
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                try:
-                    self.proc.kill()
-                except OSError:
-                    pass
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+                pass
             for stream in (self.proc.stderr,):
                 if stream is not None:
                     try:
@@ -306,8 +337,7 @@ class _Sandbox:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                ready, _, _ = select.select([self.sock], [], [], remaining)
-                if not ready:
+                if not _readable(self.sock.fileno(), remaining):
                     return None
                 chunk = self.sock.recv(65536)
                 if not chunk:
@@ -350,14 +380,23 @@ class _Sandbox:
         by_fd = {fd: f for f in flights for fd in f.readers}
         t0 = time.monotonic()
         hard_deadline = t0 + sum(f.limits.timeout_s + 1.0 for f in flights) + 10.0
+        # the zygote runs the flights in order: the first unanswered one is running (or about to),
+        # and must be answered within its own timeout + grace of the previous answer
+        turn_start = t0
         reply_buf = b""
         sock_alive = True
         lost_at: float | None = None
+        sock_fd = self.sock.fileno()
         try:
             while any(not f.done for f in flights):
                 now = time.monotonic()
+                running = next((f for f in flights if f.reply is None), None)
+                turn_deadline = (turn_start + running.limits.timeout_s + _GRACE_S) if running and sock_alive else None
                 if now >= hard_deadline or (lost_at is not None and now >= lost_at + 2.0):
                     healthy = False
+                    break
+                if turn_deadline is not None and now >= turn_deadline:
+                    healthy = False  # the zygote missed this job's deadline: stopped, hung or busy
                     break
                 for f in flights:
                     if not f.done and f.reply is not None and (not f.open_fds or now >= f.drain_deadline):
@@ -367,15 +406,19 @@ class _Sandbox:
                     elif not f.done and f.reply is None and not sock_alive and not f.open_fds:
                         f.done = True  # the sandbox died and this job's pipes are closed
                 watch = [fd for f in flights if not f.done for fd in f.open_fds]
-                if sock_alive and any(f.reply is None for f in flights):
-                    watch.append(self.sock)
+                if sock_alive and running is not None:
+                    watch.append(sock_fd)
                 if not watch:
                     continue
                 limit = min([hard_deadline] + [f.drain_deadline for f in flights if f.reply is not None and not f.done]
-                            + ([lost_at + 2.0] if lost_at is not None else []))
-                ready, _, _ = select.select(watch, [], [], max(0.0, limit - now))
+                            + ([lost_at + 2.0] if lost_at is not None else [])
+                            + ([turn_deadline] if turn_deadline is not None else []))
+                poller = select.poll()
+                for fd in watch:
+                    poller.register(fd, select.POLLIN)
+                ready = [fd for fd, _ in poller.poll(max(0.0, limit - now) * 1000.0)]
                 for fd in ready:
-                    if fd is self.sock:
+                    if fd == sock_fd:
                         chunk = self.sock.recv(1 << 16)
                         if not chunk:
                             sock_alive, healthy = False, False
@@ -397,7 +440,8 @@ class _Sandbox:
                                 healthy = False
                                 continue
                             f.reply = reply
-                            f.drain_deadline = time.monotonic() + 2.0
+                            f.drain_deadline = turn_start = time.monotonic()
+                            f.drain_deadline += 2.0
                             if not reply.get("clean", False):
                                 healthy = False
                         continue
@@ -503,19 +547,30 @@ class _Flight:
         result = self.result
         result.stdout = b"".join(self.chunks["stdout"])
         result.stderr = b"".join(self.chunks["stderr"])
-        result.records = _parse_records(b"".join(self.chunks["results"]))
-        ending = next((r for r in result.records if r.get("k") == "exit"), None)
-        if ending is not None and isinstance(ending.get("rc"), int):
-            result.exit = ending["rc"]  # io mode: how the run ended (it can only fail a case)
+        results = b"".join(self.chunks["results"])
+        self.chunks.clear()
+        if result.stopped != "output_limit" and _json_values(results) > self.limits.result_values:
+            result.stopped = "output_limit"  # parsing it could cost many times its size in memory
+        if result.stopped != "output_limit":
+            result.records = _parse_records(results)
+        if self.reply:
+            exit_code, sig = self.reply.get("exit"), self.reply.get("signal")
+            result.exit = exit_code if type(exit_code) is int else None  # the zygote's waitpid
+            result.signal = sig if type(sig) is int else None
         result.wall_s = float(self.reply.get("wall_s", wall_s)) if self.reply else wall_s
         return result
+
+
+def _json_values(data: bytes) -> int:
+    """An upper bound of the number of JSON values (objects, arrays, list items) in ``data``."""
+    return data.count(b",") + data.count(b"[") + data.count(b"{")
 
 
 def _parse_records(data: bytes) -> list[dict[str, Any]]:
     """One JSON object per line; anything else is ignored (a forged or cut line scores nothing)."""
     records = []
     for line in data.split(b"\n"):
-        if not line or len(line) > (64 << 20):
+        if not line:
             continue
         try:
             obj = json.loads(line)
@@ -549,6 +604,7 @@ class SandboxPool:
         self._ids = iter(range(1, 1 << 31))
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        self._cpu_retired = 0.0
         if spec.isolation == "unsafe-none":
             logger.warning(
                 "code reward: running model-generated code WITHOUT a sandbox (isolation: unsafe-none"
@@ -622,13 +678,26 @@ class SandboxPool:
             out = [r for rs in self._executor.map(self._run_batch, chunks) for r in rs]
         return [r if r is not None else JobResult(stopped="sandbox_lost") for r in out]
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent inside this pool's sandboxes so far: every zygote and everything it
+        reaped (the jobs, their children, the sweeps and wipes), across recycled sandboxes, read
+        from ``/proc/<pid>/stat`` (utime + stime + cutime + cstime). Disjoint from this process's
+        ``getrusage(RUSAGE_SELF)`` and, for closed sandboxes, from ``RUSAGE_CHILDREN``, which
+        receives only the outer bwrap processes' own (idle) time when they are reaped. So the
+        whole cost of scoring is RUSAGE_SELF + RUSAGE_CHILDREN + this. Without bwrap
+        (``unsafe-none``) the zygotes are our children and reach RUSAGE_CHILDREN when closed."""
+        with self._lock:
+            boxes = list(self._all)
+        return self._cpu_retired + sum(box.cpu_seconds() for box in boxes)
+
     def close(self) -> None:
         self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
         for box in self._all:
-            box.close(graceful=True)
+            box.close()
+            self._cpu_retired += box.cpu_seconds()
         self._all.clear()
 
     def __enter__(self) -> SandboxPool:
@@ -656,3 +725,48 @@ def _usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    """True when ``fd`` is readable within ``timeout_s`` (poll: any fd number, unlike select)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout_s) * 1000.0))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_times(pid: int) -> list[int]:
+    """utime, stime, cutime, cstime (clock ticks) from ``/proc/<pid>/stat``; zeros when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return [int(x) for x in fields[11:15]]  # fields 14-17 of proc(5), counted after the name
+    except (OSError, IndexError, ValueError):
+        return [0, 0, 0, 0]
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU of ``pid`` and of every descendant it has reaped."""
+    return sum(_stat_times(pid)) / _TICK
+
+
+def _child_pid(pid: int) -> int:
+    """The (single) child of ``pid``: bwrap's sandboxed process, i.e. the zygote. 0 if none."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            kids = fh.read().split()
+        if kids:
+            return int(kids[0])
+    except (OSError, ValueError):
+        pass
+    for entry in os.listdir("/proc"):  # kernels without the children file
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        return int(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+    return 0

@@ -12,13 +12,16 @@ unprivileged uid. It pre-imports the common standard library once, then serves j
   rlimits, stdio on the parent's pipes; the child runs the untrusted program in one of three modes
   (``calls``, ``io``, ``tests``) and ends with ``os._exit`` (atexit hooks and non-daemon threads
   never run);
-* the zygote waits with a wall-clock deadline (pidfd + select), kills the process group when it
-  expires or when the parent asks (frame ``'K' id``), then sweeps every other process of the pid
-  namespace (``kill(-1, SIGKILL)``), wipes /tmp and /dev/shm, and replies with one JSON line.
+* the zygote waits with a wall-clock deadline (pidfd + poll), kills the process group when it
+  expires or when the parent asks (frame ``'K' id``), reaps the job for its real exit status,
+  then sweeps every other process of the pid namespace (``kill(-1, SIGKILL)``), wipes /tmp and
+  /dev/shm, and replies with one JSON line.
 
 Everything the parent scores comes from the pipes it holds itself; the zygote's reply only says
-whether and why a job was stopped and whether the sandbox is clean again. The zygote makes itself non-dumpable, so a job (same
-uid) cannot ptrace it or open its file descriptors through /proc.
+whether and why a job was stopped, how it exited (``waitpid``), and whether the sandbox is clean
+again. The zygote is the pid namespace's init (``bwrap --as-pid-1``), so no signal from a job
+reaches it, and it makes itself non-dumpable, so a job (same uid) cannot ptrace it, write its
+``/proc/1/mem`` or open its file descriptors through /proc.
 """
 
 import ast
@@ -139,9 +142,41 @@ def _make_checked_ops(plain):
 # ---------------------------------------------------------------------------------------------
 
 
+def _make_dumps():
+    """A JSON serializer for result records built only from references captured before any
+    untrusted code runs: rebinding ``json._default_encoder``, ``json.dumps`` or anything else in
+    ``json`` afterwards cannot change what reaches the parent."""
+    _type, _join, _int_repr = type, "".join, int.__repr__
+    from json.encoder import encode_basestring_ascii as _quote  # the C function, bound now
+
+    def dumps(obj, depth=0):
+        if depth > 200:
+            raise ValueError("record too deep")
+        t = _type(obj)
+        if t is str:
+            return _quote(obj)
+        if obj is None:
+            return "null"
+        if obj is True:
+            return "true"
+        if obj is False:
+            return "false"
+        if t is int:
+            return _int_repr(obj)
+        if t is list:
+            return "[" + _join([dumps(v, depth + 1) + "," for v in obj])[:-1] + "]" if obj else "[]"
+        if t is dict:
+            if not obj:
+                return "{}"
+            return "{" + _join([_quote(k) + ":" + dumps(v, depth + 1) + "," for k, v in obj.items()])[:-1] + "}"
+        raise TypeError("not a record value")
+
+    return dumps
+
+
 def _writer(fd):
     _write = os.write
-    _dumps = json.dumps
+    _dumps = _make_dumps()
 
     def emit(obj):
         data = (_dumps(obj) + "\n").encode("utf-8", "surrogatepass")
@@ -210,10 +245,10 @@ def _run_calls(job, rfd):
 
 
 def _run_io(job, rfd):
-    """Mode (c): run the program as ``__main__`` on the stdin the zygote attached. The run's
-    ending (0 = normal end or ``sys.exit(0)``, 1 = uncaught exception) is reported on the result
-    channel; a run killed by a signal reports nothing and fails."""
-    emit = _writer(rfd)
+    """Mode (c): run the program as ``__main__`` on the stdin the zygote attached. The run ends
+    with exit status 0 (normal end or ``sys.exit(0)``) or 1 (uncaught exception, other exit
+    code). The parent learns that status from the zygote's ``waitpid``, never from anything the
+    program writes, so a program cannot claim a normal end it did not have."""
     saved = (sys.stdout, sys.stderr)
     rc = 0
     try:
@@ -231,10 +266,6 @@ def _run_io(job, rfd):
         except BaseException:  # noqa: BLE001
             pass
     _flush_stdio(saved)
-    try:
-        emit({"k": "exit", "rc": rc})
-    except BaseException:  # noqa: BLE001
-        pass
     os._exit(rc)
 
 
@@ -386,7 +417,7 @@ def _reap():
 
 
 def _sweep(in_pidns):
-    """Kill every process of the pid namespace except init and this zygote. Returns the number of
+    """Kill every process of the pid namespace except this zygote (its init). Returns the number of
     rounds it took, or -1 when something survived (the parent then recycles the sandbox)."""
     if not in_pidns:
         _reap()
@@ -394,7 +425,7 @@ def _sweep(in_pidns):
     me = os.getpid()
     for attempt in range(200):
         try:
-            os.kill(-1, signal.SIGKILL)
+            os.kill(-1, signal.SIGKILL)  # every process but the caller and init (= the caller)
         except ProcessLookupError:
             pass
         _reap()
@@ -407,43 +438,67 @@ def _sweep(in_pidns):
 
 
 def _wipe(path):
-    """Remove everything below ``path`` (the job may have chmod-ed things); True when empty."""
-    for _ in range(3):
+    """Remove everything below ``path``; True when it is empty afterwards.
+
+    Iterative and relative to the current directory: a job may leave thousands of nested
+    directories (no recursion limit, no path longer than PATH_MAX) and may have chmod-ed them.
+    Only called after the sweep, so nothing in the sandbox changes the tree meanwhile; symlinks
+    are unlinked, never followed."""
+    try:
+        os.chdir(path)
+    except OSError:
+        return False
+
+    def listing():
+        with os.scandir(".") as it:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+
+    clean = True
+    try:
+        names = []  # directories entered below ``path``, deepest last
+        pending = [listing()]  # entries still to remove, one list per level
+        while pending:
+            if not pending[-1]:
+                pending.pop()
+                if names:
+                    os.chdir("..")
+                    try:
+                        os.rmdir(names.pop())
+                    except OSError:
+                        clean = False
+                continue
+            name, is_dir = pending[-1].pop()
+            try:
+                if not is_dir:
+                    os.unlink(name)
+                    continue
+                os.chmod(name, 0o700)  # a real directory (is_dir did not follow links)
+                os.chdir(name)
+            except OSError:
+                clean = False
+                continue
+            names.append(name)
+            try:
+                pending.append(listing())
+            except OSError:
+                pending.append([])
+                clean = False
+        return clean and not os.listdir(".")
+    except OSError:
+        return False
+    finally:
         try:
-            entries = os.listdir(path)
+            os.chdir("/")
         except OSError:
-            return False
-        if not entries:
-            return True
-        for root, dirs, _files in os.walk(path):
-            for d in dirs:
-                try:
-                    os.chmod(os.path.join(root, d), 0o700)
-                except OSError:
-                    pass
-        for root, dirs, files in os.walk(path, topdown=False):
-            for f in files:
-                try:
-                    os.unlink(os.path.join(root, f))
-                except OSError:
-                    pass
-            for d in dirs:
-                full = os.path.join(root, d)
-                try:
-                    if os.path.islink(full):
-                        os.unlink(full)
-                    else:
-                        os.rmdir(full)
-                except OSError:
-                    pass
-    return not os.listdir(path)
+            pass
 
 
 def _launch(job, fds, workdir, stdin_fd):
     """Start the job J as a grandchild: the zygote forks a short-lived leader L that calls setsid,
-    forks J, reports J's pid and exits at once. J is re-parented to the namespace's init (bwrap),
-    so ``os.kill(os.getppid(), SIGKILL)`` targets init, which ignores it. J's process group is L's
-    pid. Returns (L, J or -1)."""
+    forks J, reports J's pid and exits at once. J is re-parented to the zygote (the namespace's
+    init, or a child subreaper without a pid namespace), so ``os.kill(os.getppid(), SIGKILL)``
+    targets an init that the kernel shields from its namespace's signals, and the zygote alone can
+    ``waitpid`` J for its real exit status. J's process group is L's pid. Returns (L, J or -1)."""
     pid_r, pid_w = os.pipe()
     leader = os.fork()
     if leader == 0:
@@ -465,12 +520,14 @@ def _launch(job, fds, workdir, stdin_fd):
             break
         raw += chunk
     os.close(pid_r)
+    _collect(leader, -1)  # L's work is done: reap it now (J is then this process's child)
     return leader, (struct.unpack("i", raw)[0] if len(raw) == 4 else -1)
 
 
 def _wait(ctl, leader, job_pid, job_id, timeout):
     """Wait for the job with a wall-clock deadline; stop its process group on expiry or when the
-    parent asks ('K'). Returns how it was stopped ("" = it ended by itself)."""
+    parent asks ('K'). Returns (how it was stopped: "" = it ended by itself, its wait status or
+    None)."""
     deadline = time.monotonic() + timeout
     stopped = ""
     gone = False
@@ -478,16 +535,20 @@ def _wait(ctl, leader, job_pid, job_id, timeout):
         watch = os.pidfd_open(job_pid) if job_pid > 0 else -1
     except ProcessLookupError:
         watch = -1  # already over
+    poller = select.poll()
+    if watch >= 0:
+        poller.register(watch, select.POLLIN)
+    poller.register(ctl.fileno(), select.POLLIN)
     try:
         while watch >= 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 stopped = "timeout"
                 break
-            ready, _, _ = select.select([watch, ctl], [], [], remaining)
+            ready = {fd for fd, _ in poller.poll(remaining * 1000.0)}
             if watch in ready:
                 break
-            if ctl in ready:
+            if ctl.fileno() in ready:
                 try:
                     kind, kid, length, fds = _recv_frame(ctl)
                 except (EOFError, ConnectionError):
@@ -512,19 +573,53 @@ def _wait(ctl, leader, job_pid, job_id, timeout):
                         pass
         if watch >= 0:
             os.close(watch)
+    status = _collect(0, job_pid)  # L was reaped by _launch
     if gone:
         raise EOFError
-    return stopped
+    return stopped, status
+
+
+def _collect(leader, job_pid):
+    """Reap L (once), then J (re-parented to this process once L is gone); J's wait status or None."""
+    if leader > 0:
+        try:
+            os.kill(leader, signal.SIGKILL)  # L may have been stopped by J before it could exit
+        except OSError:
+            pass
+        try:
+            os.waitpid(leader, 0)
+        except ChildProcessError:
+            pass
+    if job_pid <= 0:
+        return None
+    give_up = time.monotonic() + 2.0
+    while True:
+        try:
+            pid, status = os.waitpid(job_pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid:
+            return status
+        if time.monotonic() > give_up:
+            return None
+        time.sleep(0.0005)
 
 
 def main():
     ctl = socket.socket(fileno=int(sys.argv[1]))
     in_pidns = sys.argv[2] == "1"
+    # Jobs run as this uid. Non-dumpable: a job can neither ptrace this process nor open its
+    # /proc/<pid>/mem or fds. In a pid namespace this process is its init (bwrap --as-pid-1), which
+    # the kernel shields from every signal sent from inside without a handler (SIGKILL, SIGSTOP
+    # included); without one it becomes a child subreaper so that jobs are still its children.
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
-    except Exception:  # noqa: BLE001 - best effort; the pid namespace still separates jobs
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+        if not in_pidns:
+            prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001 - then the parent's deadlines are what bound a job
         pass
     for name in _PRELOAD:
         try:
@@ -563,7 +658,7 @@ def main():
             for fd in fds:
                 os.close(fd)
             os.close(stdin_fd)
-            stopped = _wait(ctl, leader, job_pid, job_id, float(job["timeout_s"]))
+            stopped, status = _wait(ctl, leader, job_pid, job_id, float(job["timeout_s"]))
             rounds = _sweep(in_pidns)
             clean = all(_wipe(p) for p in scratch) if scratch else _wipe(workdir)
             if not scratch:
@@ -572,7 +667,11 @@ def main():
                 except OSError:
                     clean = False
             reply = {"id": job_id, "stopped": stopped, "wall_s": time.monotonic() - t0,
-                     "clean": bool(clean and rounds >= 0)}
+                     "clean": bool(clean and rounds >= 0), "exit": None, "signal": None}
+            if status is not None and os.WIFEXITED(status):
+                reply["exit"] = os.WEXITSTATUS(status)
+            elif status is not None and os.WIFSIGNALED(status):
+                reply["signal"] = os.WTERMSIG(status)
             _send_reply(ctl, reply)
     except (EOFError, ConnectionError):
         os._exit(0)

@@ -43,8 +43,8 @@ def test_humaneval_check_becomes_calls():
     tests = ("METADATA = {'author': 'x'}\n\ndef check(candidate):\n    assert candidate(1) == 2\n"
              "    assert True, 'always'\n    assert abs(candidate(0.5) - 1.5) < 1e-6\n")
     fn, cases = asserts_to_calls(tests, "inc")
-    assert fn == "inc" and [c.check for c in cases] == ["eq", "close"]
-    assert cases[1].abs_tol == pytest.approx(1e-6)
+    assert fn == "inc" and [c.check for c in cases] == ["eq", "abs_lt"]
+    assert cases[1].bound == pytest.approx(1e-6)
 
 
 def test_kodcode_pytest_functions_become_calls():

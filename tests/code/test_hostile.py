@@ -204,7 +204,7 @@ os._exit(0)
 
 
 def _namespaces(pool) -> list[str]:
-    """pid-namespace ids of the pool's live sandboxes (via the bwrap init, child of the outer bwrap)."""
+    """pid-namespace ids of the pool's live sandboxes (via the zygote, child of the outer bwrap)."""
     outers = {box.proc.pid for box in pool._all if box.proc is not None}
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -275,7 +275,7 @@ def test_no_host_damage_and_no_network(outcome, host):
 def test_no_process_left_behind_and_bounded_memory(outcome):
     assert outcome["leftovers"], "no live sandbox found"
     for ns, members in outcome["leftovers"].items():
-        assert members == 2, f"sandbox {ns} holds {members} processes (expected bwrap init + zygote)"
+        assert members == 1, f"sandbox {ns} holds {members} processes (expected the zygote alone, its init)"
     assert outcome["rss_kb"] < 200 * 1024  # C08/C28: the parent never buffers a flood
 
 
@@ -352,18 +352,36 @@ def test_pool_recovers_after_the_sandbox_is_killed():
 
 
 def test_batch_survives_a_job_that_kills_its_sandbox():
-    """A batch pipelined through one sandbox: a job that kills everything mid-batch loses only
-    itself; the jobs queued behind it are re-run on a fresh sandbox, in order."""
+    """A batch pipelined through one sandbox: a job that kills its fork server mid-batch loses only
+    itself; the jobs queued behind it are re-run on a fresh sandbox, in order. Inside bwrap no job
+    can do that (the zygote is the namespace's init), so the test kills an unsandboxed zygote."""
     from remask_code.sandbox import Job, Limits, SandboxPool, SandboxSpec
 
-    jobs = [Job("io", f"print({i})\n") for i in range(3)]
-    jobs.insert(1, Job("io", "import os, signal\nos.kill(-1, signal.SIGKILL)\nimport time\ntime.sleep(5)\n"))
     limits = Limits(timeout_s=TIMEOUT)
-    with SandboxPool(SandboxSpec(), limits, workers=1) as pool:
+    with SandboxPool(SandboxSpec(isolation="unsafe-none"), limits, workers=1) as pool:
+        pool.run(Job("io", "pass\n"))
+        zygote = pool._all[0].proc.pid
+        jobs = [Job("io", f"print({i})\n") for i in range(3)]
+        jobs.insert(1, Job("io", f"import os, signal\nos.kill({zygote}, signal.SIGKILL)\nimport time\ntime.sleep(5)\n"))
         results = pool._run_batch([(job, limits) for job in jobs])  # one pipelined batch
     assert [r.stdout for i, r in enumerate(results) if i != 1] == [b"0\n", b"1\n", b"2\n"]
     assert all(r.exit == 0 for i, r in enumerate(results) if i != 1)
     assert results[1].exit is None and results[1].stopped in ("sandbox_lost", "timeout")
+
+
+def test_kill_everything_inside_the_sandbox_spares_the_zygote():
+    from remask_code.sandbox import Job, Limits, SandboxPool, SandboxSpec
+
+    limits = Limits(timeout_s=TIMEOUT)
+    kill_all = "import os, signal\nif os.fork() == 0:\n    import time\n    time.sleep(9)\nos.kill(-1, signal.SIGKILL)\n"
+    with SandboxPool(SandboxSpec(), limits, workers=1) as pool:
+        pool.run(Job("io", "pass\n"))
+        zygote = pool._all[0]._zygote_pid
+        results = pool._run_batch([(Job("io", "print(0)\n"), limits), (Job("io", kill_all), limits),
+                                   (Job("io", "print(2)\n"), limits)])
+        assert pool._all[0]._zygote_pid == zygote
+    assert [r.stdout for r in results] == [b"0\n", b"", b"2\n"]
+    assert results[1].exit == 0  # kill(-1) reached its own fork only: not the zygote, not itself
 
 
 def test_io_run_killed_by_a_signal_fails_even_with_the_right_output():
