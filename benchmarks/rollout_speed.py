@@ -1,0 +1,230 @@
+"""Rollout speed: wall time, NFE and sampler overhead of `llada` and `fast-dllm` under each KV-cache policy.
+
+    OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py                    # random LLaDA-shaped, vocab 126,464
+    OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py --builtin tiny-scan --task digit-scan \\
+        --gen-length 64 --block-length 16                                    # long-completion model + accuracy
+
+The random model has LLaDA-8B's layout (bidirectional Llama, untied head, LLaDA's vocabulary of
+126,464 and mask id 126,336) at a width that runs on a CPU; it is built on the meta device and
+materialised with random weights, nothing is downloaded. With ``--builtin`` a shipped tiny checkpoint
+is decoded on the test split of ``--task`` and greedy accuracy (the task's own ``is_correct``) is
+reported beside the speed.
+
+Overhead = sampler time / Σ (bare forward time of each pass it ran): a block's first pass is timed as
+one bare full pass, each later pass as one bare pass of the same batch under the same cache policy
+(both through the samplers' own ``BlockForward``), so 1.00 means the sampler costs nothing beyond its
+forward passes. Times are process CPU seconds (``time.process_time``: other jobs on a shared machine
+do not inflate them) on CPU and synchronised wall time on CUDA. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from remask import DiffusionModel, PromptBatch
+from remask_diffusion.block_cache import BlockForward
+from remask_diffusion.llada import LLADA_MASK_TOKEN_ID, LLaDAModel, llama_config_from_llada
+from remask_diffusion.samplers import FastDLLMSampler, LLaDASampler
+from remask_diffusion.tiny import build_char_tokenizer
+
+#: LLaDA-8B-Instruct's config.json fields that decide the shape (the rest are the adapter's defaults)
+LLADA_8B = dict(d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288,
+                vocab_size=126464, embedding_size=126464, rope_theta=500000.0, rms_norm_eps=1e-5,
+                max_sequence_length=4096, mask_token_id=LLADA_MASK_TOKEN_ID, eos_token_id=126081)
+
+
+class RandomLLaDA(LLaDAModel):
+    """A LLaDA-shaped model with random weights: built on the meta device, materialised on the
+    target device (no checkpoint on disk, no download). The character tokenizer only decodes texts."""
+
+    def __init__(self, raw: dict[str, Any], *, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> None:
+        self.raw, self.seed = raw, seed
+        super().__init__(LLaDAModel.Config(path="random-llada-shaped", device=device, dtype=dtype))
+
+    def load(self, source: str) -> tuple[Any, torch.nn.Module]:
+        from transformers import LlamaForCausalLM
+
+        llama = llama_config_from_llada(self.raw, self.config.attn_implementation)
+        llama.mask_token_id = int(self.raw["mask_token_id"])
+        with torch.device("meta"):
+            module = LlamaForCausalLM(llama)
+        module.to(self.torch_dtype)  # still on meta: no memory yet
+        module.to_empty(device=self.target_device)
+        gen = torch.Generator(device=self.target_device).manual_seed(self.seed)
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.fill_(1.0)
+                else:
+                    param.normal_(0.0, 0.02, generator=gen)
+        rotary = module.model.rotary_emb  # its inv_freq buffer was left empty by the meta build
+        module.model.rotary_emb = type(rotary)(llama).to(self.target_device)
+        return build_char_tokenizer(), module
+
+    def special_token_ids(self) -> tuple[int, int, int]:
+        eos = int(self.raw.get("eos_token_id", 1))
+        return int(self.raw["mask_token_id"]), eos, eos
+
+
+def random_llada(*, d_model: int, layers: int, heads: int, mlp: int, vocab: int = 126464, device: str = "cpu",
+                 dtype: str = "float32", seed: int = 0) -> RandomLLaDA:
+    """LLaDA-8B's layout at the given width (``vocab`` ≥ 126,337 keeps LLaDA's mask id)."""
+    raw = dict(LLADA_8B, d_model=d_model, n_heads=heads, n_kv_heads=heads, n_layers=layers, mlp_hidden_size=mlp,
+               vocab_size=vocab, embedding_size=vocab)
+    if vocab <= LLADA_MASK_TOKEN_ID:
+        raw.update(mask_token_id=vocab - 1, eos_token_id=vocab - 2)
+    return RandomLLaDA(raw, device=device, dtype=dtype, seed=seed)
+
+
+def random_prompts(model: DiffusionModel, batch: int, prompt_length: int, seed: int = 0) -> PromptBatch:
+    """Left-padded random prompts of ``prompt_length // 2 .. prompt_length`` tokens (no mask token)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 100, (batch, prompt_length), generator=g)
+    lengths = torch.randint(prompt_length // 2, prompt_length + 1, (batch,), generator=g)
+    attn = torch.arange(prompt_length).unsqueeze(0) >= (prompt_length - lengths).unsqueeze(1)
+    ids = torch.where(attn, ids, torch.full_like(ids, model.pad_token_id))
+    return PromptBatch(ids, attn, torch.arange(batch), tuple("" for _ in range(batch)), tuple({} for _ in range(batch)))
+
+
+def clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
+def bare_pass_seconds(model: DiffusionModel, prompts: PromptBatch, gen_length: int, block_length: int,
+                      policy: str, repeats: int) -> tuple[float, float]:
+    """(one full pass, one later pass of a block under ``policy``), medians, on the middle block."""
+    device = model.device
+    b, p = prompts.prompt_ids.shape
+    x = torch.cat([prompts.prompt_ids, torch.full((b, gen_length), model.mask_token_id)], 1).to(device)
+    attn = torch.cat([prompts.attention_mask.bool(), torch.ones(b, gen_length, dtype=torch.bool)], 1).to(device)
+    lo = p + (gen_length // block_length // 2) * block_length
+    passes = BlockForward(model, attn, policy)
+    full, later = [], []
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            passes.start_block(lo, lo + block_length)
+            t = clock(device)
+            passes(x)
+            full.append(clock(device) - t)
+            t = clock(device)
+            passes(x)
+            later.append(clock(device) - t)
+    return statistics.median(full[1:]), statistics.median(later[1:])
+
+
+def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repeats: int) -> tuple[float, Any]:
+    device = model.device
+    sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))  # warm-up
+    times, rollout = [], None
+    for r in range(repeats):
+        t = clock(device)
+        rollout = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(r))
+        times.append(clock(device) - t)
+    return statistics.median(times), rollout
+
+
+def cases(gen_length: int, block_length: int, steps: int, temperature: float) -> list[tuple[str, Any, dict]]:
+    """The sampler/cache policies compared: (label, sampler class, config)."""
+    common = dict(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature)
+    return [
+        ("llada, no cache", LLaDASampler, dict(common, cache="none")),
+        ("llada, dual cache", LLaDASampler, dict(common, cache="dual")),
+        ("fast-dllm 0.9, no cache", FastDLLMSampler, dict(common, cache="none")),
+        ("fast-dllm 0.9, prefix cache", FastDLLMSampler, dict(common, cache="prefix")),
+        ("fast-dllm 0.9, dual cache", FastDLLMSampler, dict(common, cache="dual")),
+        ("fast-dllm 0.9, dual, ≤ 2 tokens/step", FastDLLMSampler, dict(common, cache="dual", max_tokens_per_step=2)),
+    ]
+
+
+def task_batch(model: DiffusionModel, task_name: str, task_args: list[str], n: int) -> tuple[PromptBatch, Any]:
+    from remask.engine import build_prompt_batch
+    from remask.registry import get_registry
+
+    cls = get_registry().get("task", task_name)
+    kwargs = dict(a.split("=", 1) for a in task_args)
+    task = cls(cls.Config(**kwargs))
+    examples = list(task.examples("test"))[:n]
+    return build_prompt_batch(model, examples, group_size=1), task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--builtin", default=None, help="a shipped tiny checkpoint (builtin:NAME) instead of the random model")
+    ap.add_argument("--task", default=None, help="with --builtin: the task whose test split is decoded and scored")
+    ap.add_argument("--task-arg", action="append", default=[], help="task config field=value (repeatable)")
+    ap.add_argument("--vocab", type=int, default=126464)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--mlp", type=int, default=768)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--prompt-length", type=int, default=16)
+    ap.add_argument("--gen-length", type=int, default=64)
+    ap.add_argument("--block-length", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=None, help="default: gen-length (one token per step)")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (median) after one warm-up")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = args.steps or args.gen_length
+    task = None
+    if args.builtin:
+        from remask_diffusion.tiny import TinyDiffusionModel
+
+        model: DiffusionModel = TinyDiffusionModel(TinyDiffusionModel.Config(path=f"builtin:{args.builtin}",
+                                                                             device=args.device))
+        if args.task:
+            prompts, task = task_batch(model, args.task, args.task_arg, args.batch)
+        else:
+            prompts = random_prompts(model, args.batch, args.prompt_length)
+        what = f"builtin:{args.builtin}"
+    else:
+        model = random_llada(d_model=args.d_model, layers=args.layers, heads=args.heads, mlp=args.mlp,
+                             vocab=args.vocab, device=args.device)
+        prompts = random_prompts(model, args.batch, args.prompt_length)
+        what = (f"random LLaDA-shaped model (d_model {args.d_model}, {args.layers} layers, {args.heads} heads, "
+                f"MLP {args.mlp}, vocabulary {args.vocab})")
+    n_params = sum(p.numel() for p in model.module.parameters())
+    print(f"{what}, {n_params / 1e6:.1f} M parameters, device {args.device}, {torch.get_num_threads()} thread(s), "
+          f"{platform.processor() or platform.machine()}; batch {prompts.batch_size}, prompt {prompts.prompt_length}, "
+          f"L {args.gen_length}, block {args.block_length}, steps {steps}, temperature {args.temperature}")
+    bare = {pol: bare_pass_seconds(model, prompts, args.gen_length, args.block_length, pol, 3)
+            for pol in ("none", "prefix", "dual")}
+    print("bare passes (ms): full " + f"{bare['none'][0] * 1e3:.1f}" + "".join(
+        f", {pol}-cached {bare[pol][1] * 1e3:.1f}" for pol in ("prefix", "dual")))
+    print()
+    head = "| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / Σ bare passes |"
+    rule = "|---|---:|---:|---:|---:|"
+    if task is not None:
+        head, rule = head + " greedy accuracy |", rule + "---:|"
+    print(head)
+    print(rule)
+    n_blocks = args.gen_length // args.block_length
+    base = None
+    for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature):
+        sampler = cls(cls.Config(**cfg))
+        seconds, rollout = time_rollout(sampler, model, prompts, args.repeats)
+        full, later = bare[cfg["cache"]]
+        n_full = rollout.nfe if cfg["cache"] == "none" else n_blocks
+        expected = n_full * full + (rollout.nfe - n_full) * later
+        base = base or seconds
+        row = f"| {label} | {rollout.nfe} | {seconds:.2f} | {base / seconds:.2f}× | {seconds / expected:.3f} |"
+        if task is not None:
+            acc = statistics.mean(float(task.is_correct(t, r)) for t, r in zip(rollout.texts, prompts.references))
+            row += f" {100 * acc:.1f}% |"
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""`benchmarks/gpu.py --tiny` runs the GPU benchmark's code path on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report["card"] == "cpu (--tiny)"
+    rows = report["sections"][0]["rows"]
+    assert {r["batch"] for r in rows} == {2, 4} and len(rows) == 10
+    for r in rows:
+        assert r["tokens/s"] > 0 and r["NFE"] >= 2 and r["overhead"] > 0
+    assert "| batch | sampler | NFE |" in proc.stdout
