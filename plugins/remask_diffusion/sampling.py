@@ -107,15 +107,28 @@ def top_k_filter(logits: Tensor, top_k: int | None) -> Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def inverse_cdf_sample(probs: Tensor, uniform: Tensor) -> Tensor:
+def inverse_cdf_sample(probs: Tensor, uniform: Tensor, chunk: int = 1024) -> Tensor:
     """One categorical draw per row by inverting the CDF: ``probs`` ``[N, V]``, ``uniform`` ``[N]``.
 
-    Exact (zero-probability tokens are never drawn) and needs one uniform per row instead of V.
+    Exact (zero-probability tokens are never drawn) and needs one uniform per row instead of V. The
+    CDF is inverted in two float64 levels — first over the sums of ``chunk``-wide slices of the
+    vocabulary (``[N, V/chunk]``), then inside the chosen slice (``[N, chunk]``) — so no float64
+    ``[N, V]`` tensor is built; the draw equals inverting the full float64 cumsum except where the two
+    summation orders round a CDF value across the target (probability ~1e-16 per draw).
     """
-    cdf = probs.double().cumsum(-1)  # [N, V]
-    target = (uniform.double() * cdf[..., -1]).unsqueeze(-1)  # [N, 1]
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    return idx.clamp_max(probs.shape[-1] - 1)
+    n, v = probs.shape
+    c = -(-v // chunk)
+    padded = torch.nn.functional.pad(probs, (0, c * chunk - v)).view(n, c, chunk)  # [N, C, chunk]
+    cdf_c = padded.sum(-1, dtype=torch.float64).cumsum(-1)  # [N, C]
+    target = (uniform.to(cdf_c.device).double() * cdf_c[:, -1]).unsqueeze(-1)  # [N, 1]
+    ci = torch.searchsorted(cdf_c, target, right=True).clamp_max(c - 1)  # [N, 1] chosen slice
+    before = torch.where(ci > 0, cdf_c.gather(-1, (ci - 1).clamp_min(0)), torch.zeros_like(target))  # [N, 1]
+    inside = padded.gather(1, ci.unsqueeze(-1).expand(n, 1, chunk)).squeeze(1)  # [N, chunk]
+    cdf_in = before + inside.double().cumsum(-1)  # [N, chunk]
+    j = torch.searchsorted(cdf_in, target, right=True)  # [N, 1]
+    last = torch.where(inside > 0, torch.arange(chunk, device=probs.device), -1).amax(-1, keepdim=True)
+    j = torch.minimum(j, last.clamp_min(0))  # rounding can overshoot the slice: stay on its last real token
+    return (ci * chunk + j).squeeze(-1).clamp_max(v - 1)
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,18 @@ def test_rl_safety_cap_limits_tokens_per_step(tiny_model, prompts):
     assert free.num_steps == 2
     per_step = torch.stack([(capped.unmask_step == k).sum(-1) for k in range(capped.num_steps)], 1)  # [B, T]
     assert int(per_step.max()) <= 2 and capped.num_steps == 8 and capped.nfe == 8
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 1024])
+def test_two_level_inverse_cdf_equals_the_full_float64_cumsum(chunk):
+    from remask_diffusion.sampling import inverse_cdf_sample
+
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(2000, 50, generator=g) * 3, -1)
+    probs[probs < 0.01] = 0.0  # zero-mass tokens inside and at the ends of slices
+    u = torch.rand(2000, generator=g)
+    cdf = probs.double().cumsum(-1)
+    want = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    got = inverse_cdf_sample(probs, u, chunk=chunk)
+    assert torch.equal(got, want.clamp_max(49))
+    assert bool((probs.gather(-1, got.unsqueeze(-1)) > 0).all())
