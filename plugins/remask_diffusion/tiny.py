@@ -29,6 +29,7 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<mask>", "<unk>")
 #: how to rebuild each built-in checkpoint when it is missing
 BUILTIN_REBUILD = {
     "tiny-arith": "`remask sft examples/tiny-arith-sft.yaml`",
+    "tiny-scan": "`remask sft examples/tiny-scan-sft.yaml`",
 }
 
 
@@ -62,7 +63,8 @@ class TinyDiffusionModel(HFDiffusionModel):
             "random",
             description=(
                 "'random' for fresh weights of the size below (what `remask sft` trains from scratch), "
-                "'builtin:tiny-arith' for the shipped checkpoint, or a directory written by save_pretrained."
+                "'builtin:tiny-arith' or 'builtin:tiny-scan' for a shipped checkpoint, or a directory written "
+                "by save_pretrained."
             ),
         )
         hidden_size: int = Field(128, ge=8, description="Model width (path: random only).")

@@ -38,6 +38,7 @@ from ..config import (
     apply_overrides,
     parse_config,
     read_yaml,
+    unknown_sections,
 )
 from ..errors import ConfigError, RemaskError
 from ..functional import gather_logprobs
@@ -78,9 +79,14 @@ def parse_sft_config(raw: Any, *, source: str = "<config>", registry: Registry |
     reg = registry or get_registry()
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{source}: the config must be a mapping of sections"])
+    if unknown_sections(raw):  # a misspelled section (`trian:`) must not train with defaults
+        raise ConfigError([f"{source}: {p}" for p in unknown_sections(raw)])
     full = all(raw.get(k) is not None for k in ("sampler", "rewards", "advantage", "objective"))
     if full:
         cfg = parse_config(raw, source=source, registry=reg)
+        problems = _stop_split_problems(cfg.task, cfg.train, cfg.eval, reg)
+        if problems:
+            raise ConfigError([f"{source}: {p}" for p in problems])
         return SftConfig(model=cfg.model, task=cfg.task, sampler=cfg.sampler, train=cfg.train, eval=cfg.eval,
                          source=source)
     problems: list[str] = []
@@ -96,9 +102,21 @@ def parse_sft_config(raw: Any, *, source: str = "<config>", registry: Registry |
             built[section] = model.model_validate(raw.get(section) or {})
         except ValidationError as exc:
             problems.extend(_validation_lines(exc, [section], model))
+    if not problems:
+        problems = _stop_split_problems(built["task"], built["train"], built["eval"], reg)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return SftConfig(source=source, **built)
+
+
+def _stop_split_problems(task: ComponentSpec, train: TrainConfig, evaluation: EvalConfig, reg: Registry) -> list[str]:
+    """SFT that stops on accuracy must not select its stopping point on the reported test split
+    when the task has a validation split."""
+    splits = getattr(reg.get("task", task.name), "splits", ())
+    if train.stop_at_accuracy is not None and evaluation.split == "test" and "validation" in splits:
+        return [f"eval.split: 'test' is the reported split, so train.stop_at_accuracy must not stop on it; "
+                f"task {task.name!r} has a 'validation' split: set eval.split: validation"]
+    return []
 
 
 def load_sft_config(path: str | Path, overrides: Mapping[str, Any] | None = None, *,
