@@ -117,9 +117,9 @@ def main() -> None:
         ("llada (remasking random)", LLaDASampler, {**common, **block, "remasking": "random"}),
         ("dream (entropy)", DreamSampler, {**common, "steps": args.steps}),
         ("fast-dllm (threshold None = fixed steps, no cache)", FastDLLMSampler,
-         {**common, **block, "threshold": None, "use_cache": False}),
-        ("fast-dllm (threshold 0.9, no cache)", FastDLLMSampler, {**common, **block, "use_cache": False}),
-        ("fast-dllm (threshold 0.9, prefix cache)", FastDLLMSampler, {**common, **block}),
+         {**common, **block, "threshold": None, "cache": "none"}),
+        ("fast-dllm (threshold 0.9, no cache)", FastDLLMSampler, {**common, **block, "cache": "none"}),
+        ("fast-dllm (threshold 0.9, prefix cache)", FastDLLMSampler, {**common, **block, "cache": "prefix"}),
     ]
     print(f"tiny model ({model.num_parameters() / 1e6:.2f} M params), device {args.device}, "
           f"{args.threads} thread(s), {platform.processor() or platform.machine()}; batch {args.batch}, "
