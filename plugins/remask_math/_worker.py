@@ -94,16 +94,116 @@ def _two_stage_antlr() -> None:
     converter._remask_two_stage = True
 
 
+class AlarmTimeout(Exception):
+    """math-verify's own SIGALRM fired: the verdict depends on load, so it is reported as
+    ``timeout-alarm`` and never cached (math-verify alone returns ``[]``/``False`` for it)."""
+
+
+def _parse(text: str, config_key: str, alarm_s: int) -> tuple[Any, ...]:
+    """math-verify's ``parse`` with its default error handling, except that its timeout raises.
+
+    ``raise_on_error=True`` makes a timeout visible; every other error is turned back into ``()``
+    exactly as ``raise_on_error=False`` would.
+    """
+    from math_verify.errors import TimeoutException
+
+    c = _configs()
+    try:
+        return tuple(c["parse"](text, c[config_key], parsing_timeout=alarm_s or None, raise_on_error=True))
+    except TimeoutException as exc:
+        raise AlarmTimeout("parse") from exc
+    except Exception:  # noqa: BLE001 - what math-verify itself does with raise_on_error=False
+        return ()
+
+
 @lru_cache(maxsize=8192)
 def _parse_gold(gold: str, alarm_s: int) -> tuple[Any, ...]:
-    c = _configs()
-    return tuple(c["parse"](f"${gold}$", c["gold"], parsing_timeout=alarm_s or None))
+    return _parse(f"${gold}$", "gold", alarm_s)  # a timeout raises, so it is never cached here
 
 
 @lru_cache(maxsize=8192)
 def _parse_pred(pred: str, alarm_s: int) -> tuple[Any, ...]:
-    c = _configs()
-    return tuple(c["parse"](f"${pred}$", c["pred"], parsing_timeout=alarm_s or None))
+    return _parse(f"${pred}$", "pred", alarm_s)
+
+
+def _verify(gold: tuple[Any, ...], pred: tuple[Any, ...], alarm_s: int) -> bool:
+    """math-verify's ``verify`` (any gold/pred pair equal), with a timeout raised, not read as False."""
+    from math_verify.errors import TimeoutException
+
+    verify = _configs()["verify"]
+    timed_out = False
+    for g in gold:
+        for p in pred:
+            try:
+                if verify([g], [p], timeout_seconds=alarm_s or None, raise_on_error=True):
+                    return True
+            except TimeoutException:
+                timed_out = True
+            except Exception:  # noqa: BLE001 - math-verify's own handling: this pair is unequal
+                pass
+    if timed_out:
+        raise AlarmTimeout("verify")
+    return False
+
+
+#: closed-form numbers with more digits than this are never evaluated (``10^{10^{10}}``)
+MAX_DIGITS = 20_000
+_LOG10_2 = 0.30103
+
+
+def log10_bound(expr: Any, _depth: int = 0) -> float:
+    """Upper bound on the decimal digits of the numbers evaluating ``expr`` would materialise.
+
+    Walks the tree without evaluating anything large: ``Pow(b, e)`` costs ``|e| * digits(b)``,
+    ``factorial(n)`` ``n log10 n``, a product the sum of its factors, a sum the largest term plus one.
+    A power of a symbol counts its base as 1 digit (``(x+1)^{10^9}`` would expand). ``inf`` when an
+    exponent or factorial argument is itself beyond 10^8.
+    """
+    import math
+
+    import sympy
+
+    inf = float("inf")
+    if _depth > 200:
+        return inf
+    if isinstance(expr, sympy.Integer):
+        return max(1, int(expr.p).bit_length()) * _LOG10_2
+    if isinstance(expr, sympy.Rational):
+        return max(int(expr.p).bit_length(), int(expr.q).bit_length(), 1) * _LOG10_2
+    if isinstance(expr, (sympy.Float, sympy.NumberSymbol, sympy.Symbol)) or expr in (sympy.I, sympy.oo, -sympy.oo):
+        return 1.0
+    if not isinstance(expr, sympy.Basic):
+        return 0.0
+    args = getattr(expr, "args", ())
+
+    def small_value(arg: Any) -> float:
+        """|value| of an exponent/argument, when it is a number below 10^8; else inf."""
+        if log10_bound(arg, _depth + 1) > 8 or getattr(arg, "free_symbols", True):
+            return inf
+        try:
+            return abs(complex(arg.evalf(20)))
+        except Exception:  # noqa: BLE001
+            return inf
+
+    if isinstance(expr, sympy.Pow):
+        base, exp = args
+        if exp.free_symbols:
+            return max(log10_bound(base, _depth + 1), log10_bound(exp, _depth + 1))
+        if base in (sympy.Integer(0), sympy.Integer(1), sympy.Integer(-1)):
+            return 1.0
+        e = small_value(exp)
+        return e * max(log10_bound(base, _depth + 1), _LOG10_2) + 1
+    if isinstance(expr, (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.gamma,
+                         sympy.binomial, sympy.fibonacci, sympy.lucas, sympy.RisingFactorial,
+                         sympy.FallingFactorial, sympy.bell, sympy.catalan)):
+        n = max((small_value(a) for a in args), default=inf)
+        return n * math.log10(n + 2) + 1
+    parts = [log10_bound(a, _depth + 1) for a in args]
+    if not parts:
+        return 1.0
+    if isinstance(expr, sympy.Mul):
+        return sum(parts)
+    return max(parts) + 1
 
 
 def _has_unevaluated(expr: Any) -> bool:
@@ -168,21 +268,38 @@ def _guard(gold: tuple[Any, ...], pred: tuple[Any, ...], policy: dict[str, Any])
 
 def judge(gold: str, pred: str, policy: dict[str, Any]) -> tuple[bool | None, str]:
     """Verdict on two pre-normalised spans: exact when both are closed-form rationals, otherwise
-    math-verify followed by the post-guards."""
+    math-verify followed by the post-guards. An equation chain whose sides are values (``6 = 5``,
+    ``x = 2+3 = 5``) is correct only when every such side is (:func:`remask_math.hedges.statement_sides`)."""
+    from remask_math.hedges import statement_sides
+
+    sides = statement_sides(pred)
+    if sides is None:
+        return _judge_one(gold, pred, policy)
+    for side in sides:
+        verdict, reason = _judge_one(gold, side, policy)
+        if verdict is not True:
+            return verdict, ("false-equation" if reason == "wrong-answer" else reason)
+    return True, "correct"
+
+
+def _judge_one(gold: str, pred: str, policy: dict[str, Any]) -> tuple[bool | None, str]:
     alarm = int(policy.get("alarm_s", 0))
     gold_parsed = _parse_gold(gold, alarm)
     if not gold_parsed:
         return None, "gold-unparsable"
+    if max(map(log10_bound, gold_parsed)) > MAX_DIGITS:
+        return None, "gold-too-large"
     pred_parsed = _parse_pred(pred, alarm)
     if not pred_parsed:
         return False, "unparsable"
+    if max(map(log10_bound, pred_parsed)) > MAX_DIGITS:  # 10^{10^{10}}: never evaluated, by us or by sympy
+        return False, "number-too-large"
     gr, pr = _exact_rational(gold_parsed[0]), _exact_rational(pred_parsed[0])
     if gr is not None and pr is not None:  # 1/2004! vs 1/2006!, big integers: exact, no evalf
         return (True, "correct") if gr == pr else (False, "wrong-answer")
     if _clearly_different(gold_parsed[0], pred_parsed[0]):
         return False, "wrong-answer"  # skips math-verify's simplify(), the slow path for wrong answers
-    ok = _configs()["verify"](list(gold_parsed), list(pred_parsed), timeout_seconds=alarm or None)
-    if not ok:
+    if not _verify(gold_parsed, pred_parsed, alarm):
         return False, "wrong-answer"
     overturn = _guard(gold_parsed, pred_parsed, policy)
     if overturn is not None:
@@ -225,9 +342,11 @@ def _serve() -> None:
             verdict, reason = judge(job["gold"], job["pred"], job.get("policy", {}))
         except MemoryError:
             verdict, reason = False, "memory"
-        except BaseException as exc:  # noqa: BLE001 - includes math-verify's TimeoutException
+        except AlarmTimeout:
+            verdict, reason = False, "timeout-alarm"
+        except BaseException as exc:  # noqa: BLE001 - includes a TimeoutException raised outside parse/verify
             name = type(exc).__name__
-            verdict, reason = False, ("timeout" if "Timeout" in name else f"verifier-error:{name}")
+            verdict, reason = False, ("timeout-alarm" if "Timeout" in name else f"verifier-error:{name}")
         out.write(json.dumps({"id": job.get("id"), "verdict": verdict, "reason": reason}) + "\n")
         out.flush()
 

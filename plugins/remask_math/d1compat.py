@@ -394,11 +394,62 @@ def sudoku_score(text: str, puzzle: str, solution: str) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 
 
+def boxed_lazy_contents(text: str) -> list[str]:
+    """``re.findall(r"\\\\boxed{(.*?)}", text)`` (no DOTALL) in linear time.
+
+    At each ``\\boxed{`` the content runs to the first ``}``; when a newline comes first that
+    attempt fails and the search resumes one character later. The next ``}``/newline positions
+    only move forward, so each is found once.
+    """
+    out: list[str] = []
+    n = len(text)
+    close = newline = -1
+    pos = 0
+    while True:
+        i = text.find("\\boxed{", pos)
+        if i < 0:
+            return out
+        start = i + 7
+        if close < start:
+            close = text.find("}", start)
+            close = n if close < 0 else close
+        if newline < start:
+            newline = text.find("\n", start)
+            newline = n if newline < 0 else newline
+        if close < n and close < newline:
+            out.append(text[start:close])
+            pos = close + 1
+        else:
+            pos = i + 1
+
+
+_COUNTDOWN_LHS = frozenset("0123456789+-*/() ")
+_COUNTDOWN_RHS = frozenset("0123456789. ")
+
+
+def equation_lhs(equation: str) -> str | None:
+    """Group 1 of ``re.search(r"([0-9+\\-*/() ]+)=[0-9. ]+", equation)`` in linear time.
+
+    ``=`` is outside the left class, so a match ends its greedy run exactly at an ``=``; the leftmost
+    match is the maximal run before the first ``=`` that has a left character before it and a
+    right character after it.
+    """
+    k = equation.find("=")
+    while k >= 0:
+        if k > 0 and equation[k - 1] in _COUNTDOWN_LHS and equation[k + 1 : k + 2] in _COUNTDOWN_RHS and k + 1 < len(equation):
+            start = k
+            while start > 0 and equation[start - 1] in _COUNTDOWN_LHS:
+                start -= 1
+            return equation[start:k]
+        k = equation.find("=", k + 1)
+    return None
+
+
 def eval_gsm8k(text: str, gold: float) -> bool:
     """First numeric ``\\boxed{…}`` (non-greedy, no nesting), else the last number in the first
     ``<answer>`` block; compared to the gold as floats with ``==``."""
     parsed = None
-    for content in re.findall(r"\\boxed{(.*?)}", text):
+    for content in boxed_lazy_contents(text):
         content = content.strip()
         if content and content != "..." and not re.match(r"^\.+$", content):
             try:
@@ -445,9 +496,9 @@ def eval_countdown(text: str, numbers: Sequence[int], target: int) -> bool:
         blocks = answer_blocks(text)
         equation = blocks[0].strip() if blocks else text
     equation = equation.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
-    m = re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", equation)
-    if m:
-        equation = m.group(1).strip()
+    lhs = equation_lhs(equation)
+    if lhs is not None:
+        equation = lhs.strip()
     if not validate_equation(equation, numbers):
         return False
     value, _ = evaluate_equation(equation.strip())
@@ -459,25 +510,96 @@ def eval_countdown(text: str, numbers: Sequence[int], target: int) -> bool:
         return False
 
 
-_SUDOKU_EVAL_PATTERNS = (
+#: d1's cascade, kept for reference and for the equivalence tests; each is matched by a linear scan
+#: below (``.*?`` with DOTALL is quadratic on 65k characters without ``</answer>``)
+SUDOKU_EVAL_PATTERNS = (
     r"<answer>.*?```\s*([\d\s]+)```",
     r"<answer>(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|</answer>)",
     r"</answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)",
     r".*?(\d{16})\s*</answer>",
     r"\b(\d{16})\b",
 )
+_TERMINATORS = ("<|eot_id|>", "<|endoftext|>")
+_DIGITS_OR_SPACE = re.compile(r"[\d\s]*")
+_SPACE = re.compile(r"\s*")
+
+
+def _first(text: str, needles: Sequence[str], start: int) -> int:
+    """Smallest index >= ``start`` where one of ``needles`` occurs, or -1."""
+    hits = [k for k in (text.find(n, start) for n in needles) if k >= 0]
+    return min(hits) if hits else -1
+
+
+def _sudoku_fenced(text: str) -> str | None:
+    """Group 1 of pattern 1: the first ````` after the first ``<answer>`` that is followed by a run of
+    digits/whitespace and another `````."""
+    a = text.find("<answer>")
+    if a < 0:
+        return None
+    t = text.find("```", a + 8)
+    while t >= 0:
+        run = _DIGITS_OR_SPACE.match(text, t + 3).end()  # runs after different fences are disjoint
+        if run > t + 3 and text.startswith("```", run):
+            body = text[t + 3 : run]
+            lead = _SPACE.match(body).end()
+            return body[lead:] if lead < len(body) else body[-1:]  # \s* gives back one char if needed
+        t = text.find("```", t + 1)
+    return None
+
+
+def _sudoku_until_terminator(text: str) -> str | None:
+    """Group 1 of pattern 2: the first ``<answer>`` up to the first terminator after it."""
+    a = text.find("<answer>")
+    if a < 0:
+        return None
+    end = _first(text, (*_TERMINATORS, "</answer>"), a + 8)
+    return None if end < 0 else text[a + 8 : end]
+
+
+def _sudoku_after_answer(text: str) -> str | None:
+    """Group 1 of pattern 3: after the first ``</answer>`` and its whitespace, up to a terminator or
+    ``$`` (the end, or before a final newline)."""
+    b = text.find("</answer>")
+    if b < 0:
+        return None
+    start = _SPACE.match(text, b + 9).end()
+    ends = [k for k in (text.find(t, start) for t in _TERMINATORS) if k >= 0]
+    ends.append(len(text) - 1 if text.endswith("\n") and len(text) - 1 >= start else len(text))
+    return text[start : min(ends)]
+
+
+def _sudoku_digits_before_close(text: str) -> str | None:
+    """Group 1 of pattern 4: the earliest 16 decimal digits followed by whitespace and ``</answer>``.
+
+    The digits must end where the whitespace before some ``</answer>`` begins, so each
+    ``</answer>`` has one candidate; the first that holds is the leftmost match.
+    """
+    q = text.find("</answer>")
+    while q >= 0:
+        r = q
+        while r > 0 and text[r - 1].isspace():
+            r -= 1
+        if r >= 16 and all(ch.isdecimal() for ch in text[r - 16 : r]):
+            return text[r - 16 : r]
+        q = text.find("</answer>", q + 1)
+    return None
+
+
+def _sudoku_search(text: str) -> str:
+    """The first non-blank group of d1's cascade, stripped; "" when none."""
+    for find in (_sudoku_fenced, _sudoku_until_terminator, _sudoku_after_answer, _sudoku_digits_before_close):
+        found = find(text)
+        if found is not None and found.strip():
+            return found.strip()
+    m = re.search(SUDOKU_EVAL_PATTERNS[4], text)  # at most 16 steps per position: linear
+    return m.group(1).strip() if m and m.group(1).strip() else ""
 
 
 def eval_sudoku_cells(text: str, puzzle: str, solution: str) -> tuple[int, int]:
-    """(correct, empty) cells with d1's cascade of 5 regexes; accuracy is pooled over puzzles."""
+    """(correct, empty) cells with d1's cascade of 5 regexes (:data:`SUDOKU_EVAL_PATTERNS`, matched in
+    linear time); accuracy is pooled over puzzles."""
     empty = [i for i in range(16) if puzzle[i] == "0"]
-    found = ""
-    for pattern in _SUDOKU_EVAL_PATTERNS:
-        m = re.search(pattern, text, re.DOTALL)
-        if m and m.group(1).strip():
-            found = m.group(1).strip()
-            break
-    found = re.sub(r"\s", "", found)
+    found = re.sub(r"\s", "", _sudoku_search(text))
     if not found:
         return 0, len(empty)
     found = (found + "0" * 16)[:16]

@@ -63,40 +63,60 @@ def nesting_depth(span: str) -> int:
 
 
 def exponent_depth(span: str) -> int:
-    """Depth of the deepest power tower (``2^{2^{2}}`` → 3; ``**`` counts as ``^``).
+    """Number of stacked exponents in the deepest power tower (``2^{10}`` → 1, ``9^{9^{9^{9}}}`` → 3,
+    ``9**9**9**9`` → 3; ``**`` counts as ``^``).
 
-    A group (``{...}`` or ``(...)``) opened right after ``^`` is one level deeper than its parent;
-    an unbraced chain ``a^b^c`` counts each ``^``. Linear in the span.
+    Reads the superscript structure: the exponent after ``^`` is one token (a ``{…}``/``(…)`` group,
+    a run of digits, one letter or one ``\\command``). A ``^`` right after an exponent token stacks on
+    it (``a^b^c``); anything else after the token returns to the base level, so ``x^2y^2z^2`` and
+    ``a^2b^2c^2`` are products of depth 1, not towers. ``\\left``/``\\right`` are ignored. Linear.
     """
     s = span.replace("**", "^")
-    levels = [0]  # exponent level of each open group
-    after_caret = False
-    chain = 0  # ^ seen in an unbraced chain at this level
+    n = len(s)
+    groups: list[tuple[int, bool]] = [(0, False)]  # (exponent level, opened as an exponent) per open group
+    after_exponent: int | None = None  # level of the exponent token that just ended, if any
     deepest = 0
     i = 0
-    while i < len(s):
+    while i < n:
         ch = s[i]
         if ch == "\\" and s.startswith(("\\left", "\\right"), i):
             i += 5 if s.startswith("\\left", i) else 6
             continue
+        if ch.isspace():
+            i += 1
+            continue
         if ch == "^":
-            chain += 1
-            deepest = max(deepest, levels[-1] + chain)
-            after_caret = True
-        elif ch in "{(":
-            levels.append(levels[-1] + (1 if after_caret else 0))
-            after_caret = False
-            chain = 0
+            level = (after_exponent if after_exponent is not None else groups[-1][0]) + 1
+            deepest = max(deepest, level)
+            i += 1
+            while i < n and (s[i].isspace() or s[i] in "+-"):
+                i += 1
+            if i < n and s[i] == "\\" and s.startswith(("\\left", "\\right"), i):
+                i += 5 if s.startswith("\\left", i) else 6
+            if i < n and s[i] in "{(":
+                groups.append((level, True))
+                after_exponent = None
+                i += 1
+                continue
+            if i < n and s[i] == "\\":  # ^\circ, ^\prime: one command
+                i += 1
+                while i < n and s[i].isalpha():
+                    i += 1
+            elif i < n and s[i].isdigit():
+                while i < n and (s[i].isdigit() or s[i] == "."):
+                    i += 1
+            elif i < n:
+                i += 1
+            after_exponent = level
+            continue
+        if ch in "{(":
+            groups.append((groups[-1][0], False))
+            after_exponent = None
         elif ch in "})":
-            if len(levels) > 1:
-                levels.pop()
-            after_caret = False
-        elif ch.isspace():
-            pass
+            level, was_exponent = groups.pop() if len(groups) > 1 else (0, False)
+            after_exponent = level if was_exponent else None
         else:
-            if not (ch.isalnum() or ch == "."):
-                chain = 0
-            after_caret = False
+            after_exponent = None
         i += 1
     return deepest
 

@@ -6,6 +6,9 @@ ready, then answers one job at a time. The parent hands each ready worker one jo
 pipes with ``select``, and when a job outlives ``timeout_s`` it SIGKILLs that worker, reaps it,
 answers ``(False, "timeout")`` and starts a replacement. A worker that dies (out of memory under
 its ``RLIMIT_AS``, a crash) answers ``(False, "verifier-crashed")`` and is replaced the same way.
+Job ids are unique for the pool's life (never batch positions), and a call that ends in an error
+or an interrupt kills the workers it left busy, so a late answer can never be read as another
+call's verdict.
 
 Starting is cheap: :class:`VerifierPool` spawns nothing until the first job, and spawning returns
 at once (imports happen in the children, in parallel). :meth:`VerifierPool.close` kills and reaps
@@ -15,6 +18,7 @@ every worker; an ``atexit`` hook and the kernel's parent-death signal cover abno
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import selectors
@@ -66,7 +70,7 @@ class _Worker:
         )
         self.started = time.monotonic()
         self.ready = False
-        self.job: int | None = None  # index of the job in flight
+        self.job: int | None = None  # pool-wide unique id of the job in flight
         self.job_started = 0.0
         self.buffer = b""
 
@@ -74,12 +78,12 @@ class _Worker:
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, index: int, job: Job) -> None:
-        msg = json.dumps({"id": index, "gold": job.gold, "pred": job.pred, "policy": job.policy}) + "\n"
+    def send(self, job_id: int, job: Job) -> None:
+        msg = json.dumps({"id": job_id, "gold": job.gold, "pred": job.pred, "policy": job.policy}) + "\n"
         assert self.proc.stdin is not None
         self.proc.stdin.write(msg.encode())
         self.proc.stdin.flush()
-        self.job, self.job_started = index, time.monotonic()
+        self.job, self.job_started = job_id, time.monotonic()
 
     def read_lines(self) -> list[dict[str, Any]] | None:
         """Messages available now; None on EOF (the worker died)."""
@@ -129,6 +133,7 @@ class VerifierPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._ids = itertools.count()  # job ids are unique for the pool's life, never batch indices
         self.stats = {"jobs": 0, "timeouts": 0, "crashes": 0, "respawns": 0}
         _LIVE.add(self)
 
@@ -184,8 +189,10 @@ class VerifierPool:
     def _run(self, jobs: Sequence[Job]) -> list[tuple[bool | None, str]]:
         results: list[tuple[bool | None, str] | None] = [None] * len(jobs)
         pending = deque(range(len(jobs)))
+        index_of: dict[int, int] = {}  # job id -> position in ``jobs`` (this call only)
         remaining = len(jobs)
         sel = selectors.DefaultSelector()
+        finished = False
         try:
             for w in self._workers:
                 assert w.proc.stdout is not None
@@ -200,11 +207,22 @@ class VerifierPool:
                 for w in self._workers:
                     if w.ready and w.job is None and pending:
                         i = pending.popleft()
+                        job_id = next(self._ids)
                         try:
-                            w.send(i, jobs[i])
+                            w.send(job_id, jobs[i])
                         except OSError:  # broken pipe: the worker died between jobs
                             pending.appendleft(i)
                             swap(w)
+                            continue
+                        index_of[job_id] = i
+
+            def settle(w: _Worker, verdict: tuple[bool | None, str]) -> None:
+                nonlocal remaining
+                i = index_of.pop(w.job) if w.job is not None else None
+                w.job = None
+                if i is not None and results[i] is None:
+                    results[i] = verdict
+                    remaining -= 1
 
             dispatch()
             while remaining:
@@ -218,11 +236,12 @@ class VerifierPool:
                 wait = max(0.0, min(deadlines) - now) if deadlines else 0.05
                 for key, _ in sel.select(timeout=wait):
                     w = key.data
+                    if w not in self._workers:  # replaced earlier in this round
+                        continue
                     msgs = w.read_lines()
                     if msgs is None:  # EOF: the worker died
                         if w.job is not None:
-                            results[w.job] = (False, "verifier-crashed")
-                            remaining -= 1
+                            settle(w, (False, "verifier-crashed"))
                             self.stats["crashes"] += 1
                         elif not w.ready:
                             raise remask.RemaskError(
@@ -234,21 +253,23 @@ class VerifierPool:
                         if msg.get("ready"):
                             w.ready = True
                         elif w.job is not None and msg.get("id") == w.job:
-                            results[w.job] = (msg.get("verdict"), str(msg.get("reason", "")))
-                            remaining -= 1
+                            settle(w, (msg.get("verdict"), str(msg.get("reason", ""))))
                             self.stats["jobs"] += 1
-                            w.job = None
                 now = time.monotonic()
                 for w in list(self._workers):
                     if w.job is not None and now - w.job_started > self.timeout_s:
-                        results[w.job] = (False, "timeout")
-                        remaining -= 1
+                        settle(w, (False, "timeout"))
                         self.stats["timeouts"] += 1
                         swap(w)
                     elif not w.ready and now - w.started > self.startup_timeout_s:
                         raise remask.RemaskError(
                             f"math verifier worker did not start within {self.startup_timeout_s:.0f}s")
                 dispatch()
+            finished = True
         finally:
             sel.close()
+            if not finished:  # an error or an interrupt left jobs in flight: their answers belong to no call
+                for w in [w for w in self._workers if w.job is not None or not w.ready]:
+                    w.kill()
+                    self._workers.remove(w)
         return [r if r is not None else (False, "verifier-crashed") for r in results]

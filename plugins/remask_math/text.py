@@ -62,27 +62,65 @@ def _match_braces(text: str, open_at: int) -> int | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{…}`` / ``\\fbox{…}`` (brace-matched), or ``\\boxed 5`` form.
-
-    Returns None when there is no box or the last one is unbalanced (a truncated completion): an
-    earlier box is *not* used instead, because the model's final word is the last one.
-    """
-    head_at, head = -1, ""
+def _next_box(text: str, start: int) -> tuple[int, str]:
+    """Position and head of the first ``\\boxed``/``\\fbox`` at or after ``start`` (-1 if none)."""
+    best, head = -1, ""
     for h in _BOXED_HEADS:
-        k = text.rfind(h)
-        if k > head_at:
-            head_at, head = k, h
-    if head_at < 0:
-        return None
-    i = head_at + len(head)
+        k = text.find(h, start)
+        if k >= 0 and (best < 0 or k < best):
+            best, head = k, h
+    return best, head
+
+
+def _box_at(text: str, at: int, head: str) -> tuple[str | None, int]:
+    """Content of the box whose head starts at ``at`` and the index just after it.
+
+    ``(None, len(text))`` for an unbalanced box (it runs to the end of the text); the
+    ``\\boxed 5`` form ends at the next whitespace or ``$``.
+    """
+    i = at + len(head)
     if i < len(text) and text[i] == "{":
         close = _match_braces(text, i)
-        return None if close is None else text[i + 1 : close].strip()
+        if close is None:
+            return None, len(text)
+        return text[i + 1 : close].strip(), close + 1
     if i < len(text) and text[i] == " ":
         m = re.match(r" +([^\s$]+)", text[i:])
-        return m.group(1) if m else None
-    return None
+        if m:
+            return m.group(1), i + m.end()
+    return None, i
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last *outermost* ``\\boxed{…}`` / ``\\fbox{…}`` (brace-matched), or ``\\boxed 5``.
+
+    Boxes are read left to right at the top level, so in ``\\boxed{4 \\text{ or } \\boxed{3}}`` the
+    outer box wins and its whole content (a hedge, scored 0 downstream) is returned, never the
+    inner ``3``. A box whose entire content is one box (``\\boxed{\\boxed{3}}``) is unwrapped. Returns
+    None when there is no box or the last one is unbalanced (a truncated completion): an earlier
+    box is *not* used instead, because the model's final word is the last one. Linear in the text.
+    """
+    found: str | None = None
+    seen = False
+    pos = 0
+    while True:
+        at, head = _next_box(text, pos)
+        if at < 0:
+            break
+        seen = True
+        found, pos = _box_at(text, at, head)
+        if found is None and pos >= len(text):
+            return None  # unbalanced: it swallows everything after it
+    if not seen or found is None:
+        return None
+    while True:  # \boxed{\boxed{3}}: one box inside, nothing else
+        at, head = _next_box(found, 0)
+        if at != 0:
+            return found
+        inner, end = _box_at(found, 0, head)
+        if inner is None or found[end:].strip():
+            return found
+        found = inner
 
 
 def has_boxed(text: str) -> bool:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .hedges import hedge_reason
 from .normalize import exact_decision, exponent_depth, nesting_depth, pre_normalize
 from .pool import Job, VerifierPool
 from .text import MAX_SPAN_CHARS
@@ -22,6 +23,15 @@ from .text import MAX_SPAN_CHARS
 MAX_EXPONENT_DEPTH = 3
 #: spans nested deeper than this are refused (math-verify needs seconds to give up on them)
 MAX_NESTING = 40
+
+
+#: reasons that depend on load or luck, not on the pair: never remembered across calls
+TRANSIENT_REASONS = frozenset({"timeout", "timeout-alarm", "verifier-crashed", "memory"})
+
+
+def remembered(reason: str) -> bool:
+    """Whether a verdict with this reason is a property of the pair (and may be cached)."""
+    return reason not in TRANSIENT_REASONS and not reason.startswith("verifier-error")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,11 @@ class MathVerifier:
             return (0.0, "exponent-tower"), None
         if p.max_nesting and nesting_depth(q) > p.max_nesting:
             return (0.0, "too-deep"), None
+        if "\\boxed" in q or "\\fbox" in q:  # \boxed{4 \text{ or } \boxed{3}}: the outer box is the answer
+            return (0.0, "nested-boxes"), None
+        hedged = hedge_reason(q, g)
+        if hedged is not None:
+            return (0.0, hedged), None
         exact = exact_decision(g, q)  # plain numbers and simple fractions never leave the process
         if exact is not None:
             return ((1.0, "correct") if exact else (0.0, "wrong-answer")), None
@@ -106,7 +121,7 @@ class MathVerifier:
                 value = None if verdict is None else (1.0 if verdict else 0.0)
                 for i in jobs[key]:
                     out[i] = (value, reason)
-                if reason not in ("timeout", "verifier-crashed", "memory") and not reason.startswith("verifier-error"):
+                if remembered(reason):
                     self._memo[key] = (value, reason)
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)

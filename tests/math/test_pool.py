@@ -14,8 +14,11 @@ from remask_math.pool import Job, VerifierPool
 from remask_math.rewards import MathCorrect
 from remask_math.verifier import MathVerifier, Policy
 
-# math-verify issue #65: a C-level big-integer power that SIGALRM cannot interrupt
+# math-verify issue #65: a C-level big-integer power that SIGALRM cannot interrupt (the worker's
+# size bound now refuses it before evaluation)
 HANG = "\\dfrac{5^{\\left(5^{\\left(5^{\\left(5^5\\right)}\\right)} - 4\\right)} - 5}{16}"
+# math-verify needs several seconds for this one; without its alarm only the hard kill stops it
+GAUSS = ("\\sqrt{\\pi}", "\\int_{-\\infty}^{\\infty} e^{-x^2} dx")
 
 
 def _alive(pid: int) -> bool:
@@ -68,10 +71,10 @@ def test_hanging_verification_is_killed_and_respawned():
         assert pool.run([Job("1", "1")]) == [(True, "correct")]
         first = pool.pids[0]
         t0 = time.monotonic()
-        out = pool.run([Job("1", HANG), Job("2", "2")])
+        out = pool.run([Job(*GAUSS), Job("2", "2")])  # no alarm in the policy: only the kill stops it
         elapsed = time.monotonic() - t0
         assert out == [(False, "timeout"), (True, "correct")]
-        assert elapsed < 15, elapsed  # deadline + a respawn, not the 40+ s hang
+        assert elapsed < 15, elapsed  # deadline + a respawn, not the full computation
         assert not _alive(first)  # the hung worker was killed and reaped
         assert pool.pids[0] != first and _alive(pool.pids[0])
         assert pool.stats["timeouts"] == 1 and pool.stats["respawns"] == 1
@@ -100,17 +103,17 @@ def test_worker_killed_from_outside_is_replaced():
 def test_reward_timeout_reason_and_close_leaves_nothing():
     before = _children()
     reward = MathCorrect(MathCorrect.Config(workers=1, timeout_s=1.5))
-    reward.verifier.policy = Policy(max_exponent_depth=0)  # let the hang reach the worker
-    out = reward.score(prompts=["", ""], completions=[f"\\boxed{{{HANG}}}", "\\boxed{\\sqrt{4}}"],
-                       references=[{"answer": "1"}, {"answer": "2"}])
+    slow = f"\\boxed{{{GAUSS[1]}}}"
+    out = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\sqrt{4}}"],
+                       references=[{"answer": GAUSS[0]}, {"answer": "2"}])
     assert out.reasons["math-correct"] == ("timeout", "correct")
     assert out.total.tolist() == [0.0, 1.0]
     # the same rows again: the verdict is remembered, the timeout is not (it is retried)
     pool = reward.verifier.pool
     jobs, timeouts = pool.stats["jobs"], pool.stats["timeouts"]
     assert jobs == 1  # \sqrt{4} needed math-verify
-    again = reward.score(prompts=["", ""], completions=[f"\\boxed{{{HANG}}}", "\\boxed{\\sqrt{4}}"],
-                         references=[{"answer": "1"}, {"answer": "2"}])
+    again = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\sqrt{4}}"],
+                         references=[{"answer": GAUSS[0]}, {"answer": "2"}])
     assert again.reasons["math-correct"] == ("timeout", "correct")
     assert pool.stats["jobs"] == jobs and pool.stats["timeouts"] == timeouts + 1
     reward.close()
@@ -165,3 +168,60 @@ def test_workers_die_with_a_killed_parent():
     finally:
         proc.kill()
         proc.wait()
+
+
+
+def test_math_verify_alarm_is_a_timeout_and_never_remembered():
+    """math-verify's own alarm used to come back as `wrong-answer` and be cached (load-dependent)."""
+    verifier = MathVerifier(workers=1, timeout_s=60, policy=Policy(alarm_s=1))
+    try:
+        assert verifier.check([GAUSS]) == [(0.0, "timeout-alarm")]
+        jobs = verifier.pool.stats["jobs"]
+        assert verifier.check([GAUSS]) == [(0.0, "timeout-alarm")]
+        assert verifier.pool.stats["jobs"] == jobs + 1  # asked again, not read from the memo
+    finally:
+        verifier.close()
+
+
+def test_huge_powers_are_refused_before_evaluation():
+    verifier = MathVerifier(workers=1, timeout_s=20, policy=Policy(max_exponent_depth=0))  # reach the worker
+    try:
+        verifier.pool.run([Job("1", "1")])  # start-up is not part of the measurement
+        t0 = time.monotonic()
+        out = verifier.check([("1", "10^{10^{10}}"), ("1", "(10^{10})!"), ("1", "(x+1)^{10^{9}}"),
+                              ("10^{10^{10}}", "1"), ("\\frac{1}{2004!}", "\\frac{1}{2006!}"), ("1", HANG)])
+        elapsed = time.monotonic() - t0
+        assert out == [(0.0, "number-too-large")] * 3 + [(None, "gold-too-large"), (0.0, "wrong-answer"),
+                                                         (0.0, "number-too-large")]
+        assert elapsed < 10, elapsed  # each used to run until the hard kill
+        assert verifier.pool.stats["timeouts"] == 0
+    finally:
+        verifier.close()
+
+
+def test_no_cross_talk_after_an_error_mid_call(monkeypatch):
+    """A call that fails with jobs in flight must not leave their answers for the next call."""
+    from remask_math import pool as pool_module
+
+    pool = VerifierPool(workers=2, timeout_s=60)
+    try:
+        assert pool.run([Job("1", "1"), Job("2", "2")]) == [(True, "correct")] * 2
+        real_send, sends = pool_module._Worker.send, []
+
+        def failing_second_send(self, job_id, job):
+            sends.append(job_id)
+            if len(sends) == 2:
+                raise RuntimeError("injected failure while dispatching")
+            return real_send(self, job_id, job)
+
+        monkeypatch.setattr(pool_module._Worker, "send", failing_second_send)
+        with pytest.raises(RuntimeError, match="injected"):
+            pool.run([Job(*GAUSS, policy={"alarm_s": 1}), Job("3", "3")])  # the first is still running
+        monkeypatch.setattr(pool_module._Worker, "send", real_send)
+        deadline = time.monotonic() + 6  # the abandoned job answers within ~2 s, had its worker survived
+        while time.monotonic() < deadline:
+            assert pool.run([Job("8", "8"), Job("9", "9"), Job("2", "3")]) == [
+                (True, "correct"), (True, "correct"), (False, "wrong-answer")]
+            time.sleep(0.2)
+    finally:
+        pool.close()

@@ -58,3 +58,21 @@ def test_exponent_depth_and_plain_numbers():
     assert exact_decision("\\frac{1}{3}", "0.3333333") is None  # left to math-verify's 6 dp rule
     assert exact_decision("\\frac{1}{4}", "0.25") is True
     assert exact_decision("\\frac{1}{0}", "1") is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("\\boxed{4 \\text{ or } \\boxed{3}}", "4 \\text{ or } \\boxed{3}"),  # outermost box wins
+    ("\\boxed{\\boxed{3}}", "3"),  # a box that only wraps a box is unwrapped
+    ("\\boxed{1} and \\boxed{2 + \\fbox{3}}", "2 + \\fbox{3}"),
+    ("\\boxed{\\boxed{3} 4}", "\\boxed{3} 4"),
+])
+def test_last_boxed_is_the_last_outermost_box(text, expected):
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize("span,depth", [
+    ("x^2y^2z^2", 1), ("a^2b^2c^2", 1), ("x^{2}y^{2}z^{2}", 1), ("x^2 y^2", 1), ("(2^3)^4", 1),
+    ("a^b^c", 2), ("e^{x^2}", 2), ("10^{10^{10}}", 2), ("2^{3}^{4}^{5}", 3), ("2^-3^4^5", 3),
+])
+def test_exponent_depth_reads_superscript_structure(span, depth):
+    assert exponent_depth(span) == depth
