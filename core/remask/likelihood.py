@@ -75,6 +75,7 @@ __all__ = [
     "elbo_views",
     "draw_mask_counts",
     "fixed_count_mask",
+    "fixed_count_weights",
     "fixed_count_views",
     "views_to",
     "view_logprobs",
@@ -259,6 +260,19 @@ def fixed_count_mask(span: Tensor, counts: Tensor, generator: torch.Generator) -
     return (rank < counts.cpu().unsqueeze(-1)) & span
 
 
+def fixed_count_weights(masked: Tensor, span: Tensor, *, include_zero: bool) -> Tensor:
+    """Fixed-count ELBO weights of given masks: ``c / |masked|`` on the masked tokens, 0 elsewhere.
+
+    ``masked [N, B, L]`` bool (subsets of the span), ``span [B, L]`` bool -> ``[N, B, L]`` float32, with
+    ``c = u + 1`` (``include_zero``: counts ``U{0..u}``, ESPO's ``1/(k/(L+1))``) or ``c = u``
+    (counts ``U{1..u}``). The same rule gives a complementary view its weight ``c / (u − k)``.
+    """
+    u = span.bool().sum(-1).float()  # [B]
+    c = (u + 1 if include_zero else u).unsqueeze(-1)  # [B, 1]
+    k = masked.sum(-1, keepdim=True).float().clamp_min(1)  # [N, B, 1]
+    return masked.float() * c / k
+
+
 def fixed_count_views(
     prompt_ids: Tensor,  # [B, P] long
     completion_ids: Tensor,  # [B, L] long
@@ -288,24 +302,19 @@ def fixed_count_views(
     b, l = completion_ids.shape
     span = torch.ones(b, l, dtype=torch.bool) if span is None else span.cpu().bool()  # [B, L]
     u = span.sum(-1)  # [B]
-    c = (u + 1 if include_zero else u).float().unsqueeze(-1)  # [B, 1]
-    masks, weights = [], []
+    masks = []
     for _ in range(n_mc):
         k = draw_mask_counts(u, g, include_zero=include_zero, stratified=stratified)  # [B]
-        m = fixed_count_mask(span, k, g)  # [B, L]
-        masks.append(m)
-        weights.append(m.float() * c / k.float().clamp_min(1).unsqueeze(-1))
+        masks.append(fixed_count_mask(span, k, g))  # [B, L]
     if complementary:
-        for m in list(masks):
-            rest = span & ~m  # [B, L]
-            masks.append(rest)
-            weights.append(rest.float() * c / rest.sum(-1, keepdim=True).float().clamp_min(1))
+        masks += [span & ~m for m in masks]
     masked = torch.stack(masks)  # [N, B, L]
+    weights = fixed_count_weights(masked, span, include_zero=include_zero)  # [N, B, L]
     n = masked.shape[0]
     o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
     x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
     q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=torch.stack(weights), seed=int(seed))
+    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
 
 
 def views_to(views: NoisyViews, device: torch.device) -> NoisyViews:

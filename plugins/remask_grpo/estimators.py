@@ -8,13 +8,15 @@ noisy views for both models.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import Tensor
 
 import remask
 from remask.functional import full_sequence
-from remask.likelihood import NoisyViews, elbo_views, one_step_views, token_logprobs, views_to
+from remask.likelihood import NoisyViews, elbo_views, fixed_count_views, one_step_views, token_logprobs, views_to
 
 __all__ = ["OneStepLogRatio", "ElboLogRatio"]
 
@@ -49,14 +51,31 @@ class OneStepLogRatio(remask.LikelihoodEstimator):
 
 
 class ElboLogRatio(remask.LikelihoodEstimator):
-    """Monte-Carlo ELBO difference: t ~ U(0,1], completion tokens masked w.p. t, weighted 1/t."""
+    """Monte-Carlo ELBO difference on shared views: random-t (t ~ U(0,1], weight 1/t) or fixed-count
+    (exactly k ~ U{0..u} tokens masked, weight (u+1)/k, ESPO), optionally with complementary views."""
 
     name = "elbo"
 
     class Config(remask.ComponentConfig):
-        n_mc: int = Field(1, ge=1, description="Monte-Carlo views (forward passes per model) per draw.")
+        n_mc: int = Field(1, ge=1, description="Monte-Carlo mask draws (forward passes per model, x2 with complementary).")
+        masking: Literal["random-t", "fixed-count"] = Field(
+            "random-t", description="random-t: each token masked w.p. t ~ U(0,1] (LLaDA eq. 3); fixed-count: exactly "
+            "k ~ U{0..u} span tokens masked (LLaDA eq. 12, ESPO)."
+        )
+        complementary: bool = Field(
+            False, description="Add the view masking exactly the other tokens of every draw (DiffuCoder / ESPO reduce_var)."
+        )
+        antithetic: bool = Field(False, description="random-t only: pair t with 1 − t across draws (n_mc even).")
+        stratified: bool = Field(False, description="fixed-count only: spread the rows' counts evenly over 0..u (ESPO).")
 
     def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
-        views = elbo_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
-                           n_mc=self.config.n_mc, seed=_seed(generator))
+        c = self.config
+        if c.masking == "random-t":
+            views = elbo_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
+                               n_mc=c.n_mc, seed=_seed(generator), antithetic=c.antithetic,
+                               complementary=c.complementary)
+        else:
+            views = fixed_count_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
+                                      n_mc=c.n_mc, seed=_seed(generator), include_zero=True,
+                                      stratified=c.stratified, complementary=c.complementary)
         return _views_log_ratio(policy, reference, rollout, views)
