@@ -154,11 +154,14 @@ class CodeReward(remask.RewardModel):
         jobs: list[Job] = []
         owners: list[tuple[int, Any, int]] = []  # (row, plan, io case index)
         in_process = 0  # rows whose tests could not be converted and run in-process
+        plans: dict[int, tuple[Any, Any]] = {}  # id(reference) -> (reference kept alive, its plan)
         for row, (text, ref) in enumerate(zip(completions, references)):
             text = text if isinstance(text, str) else ""
             ref = ref if isinstance(ref, Mapping) else {}
             try:
-                plan = plan_for(ref, c.mode, convert_asserts=c.convert_asserts)
+                if id(ref) not in plans:  # rows of one group share their reference object
+                    plans[id(ref)] = (ref, plan_for(ref, c.mode, convert_asserts=c.convert_asserts))
+                plan = plans[id(ref)][1]
             except BadReference as exc:
                 values[row], reasons[row] = None, f"bad_reference: {exc}"
                 continue

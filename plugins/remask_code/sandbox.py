@@ -662,20 +662,30 @@ class SandboxPool:
         return results
 
     def run_many(self, jobs: Sequence[Job], limits: Sequence[Limits | None] | None = None) -> list[JobResult]:
-        """Run ``jobs`` across the sandboxes (pipelined in small batches); results keep the order."""
+        """Run ``jobs`` across the sandboxes; results keep the order.
+
+        Jobs go out in small pipelined batches (at most 8) that idle sandboxes take one after the
+        other. A batch holds every C-th job (C = the number of batches), not C neighbours, so the
+        slow programs of one row (all of its timing-out cases, say) do not queue behind each other
+        in one zygote while the other sandboxes idle."""
         if not jobs:
             return []
         lims = [l or self.limits for l in (limits if limits is not None else [None] * len(jobs))]
         pairs = list(zip(jobs, lims))
-        size = max(1, min(16, len(pairs) // (2 * self.workers)))
-        chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+        size = max(1, min(8, len(pairs) // (4 * self.workers)))
+        count = -(-len(pairs) // size)
+        order = [i for c in range(count) for i in range(c, len(pairs), count)]
+        chunks = [[pairs[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
         if len(chunks) == 1 or self.workers == 1:
-            out = [r for chunk in chunks for r in self._run_batch(chunk)]
+            flat = [r for chunk in chunks for r in self._run_batch(chunk)]
         else:
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="remask-code")
-            out = [r for rs in self._executor.map(self._run_batch, chunks) for r in rs]
+            flat = [r for rs in self._executor.map(self._run_batch, chunks) for r in rs]
+        out: list[JobResult | None] = [None] * len(pairs)
+        for i, r in zip(order, flat):
+            out[i] = r
         return [r if r is not None else JobResult(stopped="sandbox_lost") for r in out]
 
     def cpu_seconds(self) -> float:

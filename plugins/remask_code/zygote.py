@@ -40,7 +40,7 @@ import types
 _PRELOAD = (
     "abc", "array", "bisect", "cmath", "collections", "copy", "dataclasses", "datetime",
     "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "io", "itertools", "json",
-    "math", "operator", "queue", "random", "re", "statistics", "string", "textwrap", "traceback",
+    "math", "operator", "random", "re", "statistics", "string", "textwrap", "traceback",
     "typing", "unicodedata",
 )
 
