@@ -24,7 +24,7 @@ from .block_cache import BlockForward, CachePolicy
 from .sampling import (
     Proposals,
     StepRecorder,
-    argmax_excluding_,
+    max_excluding_,
     completion_mask_through_eos,
     draw_uniform,
     gumbel_noise,
@@ -136,7 +136,7 @@ def _greedy_fill(completion: Tensor, tail_logits: Tensor, offset: int, mask_toke
     ``completion`` ``[B, L]``; ``tail_logits`` ``[B, L − offset, V]`` cover positions ``offset..L-1``
     (all positions before ``offset`` must already be committed). -> ``[B, L]``.
     """
-    fill = argmax_excluding_(tail_logits, mask_token_id)  # [B, L − offset]
+    fill = max_excluding_(tail_logits, mask_token_id)[1]  # [B, L − offset]
     out = completion.clone()
     tail = out[:, offset:]
     tail.copy_(torch.where(tail == mask_token_id, fill, tail))

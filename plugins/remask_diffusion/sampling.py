@@ -20,7 +20,7 @@ __all__ = [
     "top_p_filter",
     "top_k_filter",
     "inverse_cdf_sample",
-    "argmax_excluding_",
+    "max_excluding_",
     "Proposals",
     "propose",
     "upstream_confidence",
@@ -138,8 +138,8 @@ class Proposals:
     ``ids`` ``[B, N]`` long (the proposal ``x̂0``; at unmasked positions the current token),
     ``logp`` ``[B, N]`` float32 = ``ℓ[x̂0] − logsumexp(ℓ)`` at temperature 1 (0 at unmasked
     positions), ``confidence`` ``[B, N]`` float32 = ``exp(logp)``, −inf at unmasked positions.
-    ``rows`` ``[M, V]`` float32 are the untempered logits of the ``M`` masked positions (in
-    row-major order of ``masked``) and ``lse`` ``[M]`` their log-normalisers, kept so that the
+    ``shifted`` ``[M, V]`` float32 holds ``exp(ℓ − m)`` of the ``M`` masked positions (row-major
+    order of ``masked``, ``m`` the row max) and ``total`` ``[M]`` its row sums, kept so that the
     entropy of the committed positions needs no second pass over the region.
     """
 
@@ -147,31 +147,31 @@ class Proposals:
     logp: Tensor
     confidence: Tensor
     masked: Tensor
-    rows: Tensor
-    lse: Tensor
+    shifted: Tensor
+    total: Tensor
 
     def entropy(self, commit: Tensor) -> Tensor:
-        """T=1 entropy ``H = lse − Σ_v p_v ℓ_v`` at the committed positions, 0 elsewhere. # [B, N]
+        """T=1 entropy at the committed positions, 0 elsewhere. # [B, N]
 
+        With ``t = exp(ℓ − m)`` and ``s = Σ t``: ``H = −Σ p log p = log s − Σ t·log t / s``.
         Computed only on the ``K`` committed rows (``[K, V]`` work), not on the whole region.
         """
         chosen = commit[self.masked]  # [M] bool, which masked rows were committed
-        rows, lse = self.rows[chosen], self.lse[chosen]  # [K, V], [K]
-        p = torch.exp(rows - lse.unsqueeze(-1))  # [K, V]
-        ent = lse - (p * rows).sum(-1)  # [K]
+        t, s = self.shifted[chosen], self.total[chosen]  # [K, V], [K]
+        ent = torch.log(s) - torch.special.xlogy(t, t).sum(-1) / s  # [K]
         out = torch.zeros(commit.shape, dtype=torch.float32, device=commit.device)
         out[commit & self.masked] = ent
         return out
 
 
-def argmax_excluding_(scores: Tensor, index: int) -> Tensor:
-    """``argmax`` over the last dim with column ``index`` excluded, by setting it to −inf in place
-    and restoring it (no copy of ``scores``). ``[..., V]`` -> ``[...]`` long."""
+def max_excluding_(scores: Tensor, index: int) -> tuple[Tensor, Tensor]:
+    """``max`` over the last dim with column ``index`` excluded, by setting it to −inf in place and
+    restoring it (no copy of ``scores``). ``[..., V]`` -> ``(values [...], ids [...] long)``."""
     saved = scores[..., index].clone()  # [...]
     scores[..., index] = float("-inf")
-    ids = scores.argmax(-1)
+    values, ids = scores.max(-1)
     scores[..., index] = saved
-    return ids
+    return values, ids
 
 
 def propose(
@@ -188,7 +188,8 @@ def propose(
     """Proposals ``x̂0 ~ softmax(ℓ/τ)`` and their T=1 log-probs/confidences (spec §2.1 step 2b–c).
 
     Vocabulary-lean: only the ``M`` masked positions are touched, in float32, and the confidence of
-    the chosen token is ``exp(ℓ[x̂0] − logsumexp(ℓ))`` (no softmax tensor). The mask token is
+    the chosen token is ``exp(ℓ[x̂0] − logsumexp(ℓ))`` (no softmax tensor); ``logsumexp`` is
+    formed in place on the one ``[M, V]`` copy (``m + log Σ exp(ℓ − m)``). The mask token is
     excluded by index. Noise:
 
     * ``gumbel`` (default): Gumbel-max ``argmax(ℓ + τ·g)`` with ``g = −log(−log u)`` from float32
@@ -197,29 +198,38 @@ def propose(
     * ``llada``: LLaDA ``generate``'s float64 form ``argmax exp(ℓ) / (−log u)^τ`` on the given
       ``uniform`` (the caller draws it with the upstream shape), bit-compatible with upstream.
     """
-    rows = logits[masked].float()  # [M, V] float32 (a copy: boolean indexing)
-    lse = torch.logsumexp(rows, dim=-1)  # [M]
+    rows = logits[masked].float()  # [M, V] float32, our own copy (boolean indexing)
     if temperature > 0 and noise == "llada":
         if uniform is None:
             raise ValueError("noise 'llada' needs the upstream-shaped uniform draw")
         # float64, bit-compatible with LLaDA's add_gumbel_noise; [M, V] for the masked rows only
         scores = logits[masked].double().exp() / (-torch.log(uniform[masked])) ** temperature
-        chosen = argmax_excluding_(scores, mask_token_id)  # [M]
+        chosen = max_excluding_(scores, mask_token_id)[1]  # [M]
+        del scores
     elif temperature > 0:
         u = torch.rand(rows.shape, generator=generator, device=generator.device if generator is not None else None,
                        dtype=torch.float32).to(rows.device)  # [M, V]
         scores = u.log_().neg_().log_().neg_().mul_(temperature).add_(rows)  # ℓ + τ·g, in place
-        chosen = argmax_excluding_(scores, mask_token_id)
+        chosen = max_excluding_(scores, mask_token_id)[1]
+        del scores, u
     else:
-        chosen = argmax_excluding_(rows, mask_token_id)
-    logp_m = rows.gather(-1, chosen.unsqueeze(-1)).squeeze(-1) - lse  # [M]
+        chosen = None
+    best, best_ids = max_excluding_(rows, mask_token_id)  # [M] x2
+    if chosen is None:  # greedy: the proposal is the best non-mask token
+        chosen, chosen_logit = best_ids, best
+    else:
+        chosen_logit = rows.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)  # [M]
+    m = torch.maximum(best, rows[:, mask_token_id])  # [M] the row max, mask column included
+    shifted = rows.sub_(m.unsqueeze(-1)).exp_()  # [M, V] exp(ℓ − m), in place
+    total = shifted.sum(-1)  # [M]
+    logp_m = chosen_logit - m - torch.log(total)  # [M] ℓ[x̂0] − logsumexp ℓ
     ids = current.clone()
     ids[masked] = chosen
     logp = torch.zeros(current.shape, dtype=torch.float32, device=current.device)
     logp[masked] = logp_m
     confidence = torch.full(current.shape, float("-inf"), dtype=torch.float32, device=current.device)
     confidence[masked] = logp_m.exp()
-    return Proposals(ids, logp, confidence, masked, rows, lse)
+    return Proposals(ids, logp, confidence, masked, shifted, total)
 
 
 def upstream_confidence(logits: Tensor, ids: Tensor, masked: Tensor) -> Tensor:
