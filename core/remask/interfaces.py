@@ -52,7 +52,9 @@ class ComponentConfig(BaseModel):
 class Component(ABC):
     """Common shape of every registered component."""
 
+    #: the registry name used in pipeline configs (``objective: {name: grpo}``)
     name: ClassVar[str]
+    #: the pydantic model validating this component's config section (``extra="forbid"``)
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
@@ -87,12 +89,14 @@ class DiffusionModel(Component):
     * ``nfe``: forward passes run so far (every call of :meth:`forward` adds one).
     """
 
-    mask_token_id: int
-    eos_token_id: int
-    pad_token_id: int
-    tokenizer: Any
-    module: nn.Module
+    mask_token_id: int  # M, the id every masked position holds
+    eos_token_id: int  # end of the completion; completion_mask runs through the first one
+    pad_token_id: int  # left padding of prompts
+    tokenizer: Any  # the Hugging Face (or built-in) tokenizer
+    module: nn.Module  # the trainable network, possibly PEFT-wrapped
+    #: ``forward`` accepts a ``[B, 1, S, S]`` bool attention mask (True = may attend)
     supports_4d_mask: ClassVar[bool] = False
+    #: ``forward`` accepts and returns a prefix KV cache (Fast-dLLM)
     supports_kv_cache: ClassVar[bool] = False
     #: the network predicts token i at position i-1 (AR-initialised models such as Dream); the
     #: adapter undoes the shift, but code that builds its own attention layouts must know it
@@ -279,6 +283,7 @@ class Task(Component):
     training rewards.
     """
 
+    #: the split names ``examples`` accepts
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
     @abstractmethod
@@ -300,8 +305,10 @@ class LikelihoodEstimator(Component):
 
     ``scale`` says what one draw estimates: ``"trajectory"`` (the sum over every committed token of
     the recorded trajectory), or ``"per_token"`` (that sum divided by the completion length).
+    The pieces the built-in estimators are made of are public: :mod:`remask.likelihood`.
     """
 
+    #: what one draw estimates: ``"trajectory"`` (summed log-ratio) or ``"per_token"`` (divided by L)
     scale: ClassVar[str] = "trajectory"
 
     @abstractmethod
@@ -329,16 +336,24 @@ class StepContext:
     models (weighted, like the final reward) on arbitrary texts for the given prompt rows: EGSPO-SA
     uses it for intermediate rewards. ``generator`` is the likelihood-mask stream: objectives draw
     every random mask from it and never touch the global RNG.
+
+    Seeded randomness per inner step (the recipe every built-in objective follows): in ``prepare``
+    draw one integer per distinct mask, ``seeds = remask.likelihood.draw_mask_seeds(context.generator,
+    context.inner_steps)``, build the views of each seed (a view is a deterministic function of its
+    seed, drawn on the CPU with a local ``torch.Generator``), score them with the old policy and the
+    reference under ``torch.no_grad()``; in ``loss(state, inner_step=m)`` score views ``m`` with the
+    policy. θ, θ_old and the reference then see the same masks, a resumed run replays them (the
+    engine checkpoints the stream), and dropout and data order are not perturbed.
     """
 
-    policy: DiffusionModel
-    reference: DiffusionModel | None
-    generator: torch.Generator
-    score: Callable[[PromptBatch, Sequence[str]], Rewards]
-    global_step: int = 0
-    inner_steps: int = 1
-    group_size: int = 1
-    extras: dict[str, Any] = field(default_factory=dict)
+    policy: DiffusionModel  # the model being trained (forward with grad in ``loss``)
+    reference: DiffusionModel | None  # the frozen reference (adapter disabled under LoRA), or None
+    generator: torch.Generator  # the likelihood-mask stream, seeded by the engine, checkpointed
+    score: Callable[[PromptBatch, Sequence[str]], Rewards]  # weighted rewards of arbitrary texts
+    global_step: int = 0  # optimizer steps done before this rollout
+    inner_steps: int = 1  # μ, the loss calls per micro-batch of one rollout (train.inner_steps)
+    group_size: int = 1  # G, completions per prompt (train.group_size)
+    extras: dict[str, Any] = field(default_factory=dict)  # values an estimator passes to the objective (EGSPO-SA)
 
     @property
     def device(self) -> torch.device:

@@ -10,15 +10,16 @@ seeded tensor functions (no trainer state):
 
    (:func:`token_logprobs`; :func:`view_logprobs` gives the unweighted ``[N, B, L]`` terms).
 
-   * :func:`one_step_views` — d1's one-step estimate (d1 arXiv 2504.12216 eq. 2, spec
+   * :func:`one_step_views` — d1's one-step estimate (d1 arXiv 2504.12216 §3.2, spec
      algorithms.md §3.2): prompt tokens masked independently w.p. ``p_mask_prompt``, the completion
      fully masked, N = 1, w = 1.
    * :func:`elbo_views` — the Monte-Carlo masked-diffusion ELBO with random ``t`` (LLaDA
      arXiv 2502.09992 eq. 3): ``t ~ U(0, 1]``, each completion token masked w.p. ``t``,
      ``w = 1[masked]/t``. ``complementary=True`` adds, for every view, the view that masks exactly
      the other tokens with ``w = 1[masked]/(1 − t)`` (DiffuCoder's coupled sampling,
-     arXiv 2506.20639 §4); ``antithetic=True`` pairs ``t`` with ``1 − t`` across views.
-   * :func:`fixed_count_views` — the fixed-count ELBO (LLaDA eq. 12 / ESPO arXiv 2512.03759 eq. 8):
+     arXiv 2506.20639, spec zoo-coupled-vrpo.md); ``antithetic=True`` pairs ``t`` with ``1 − t`` across views.
+   * :func:`fixed_count_views` — the fixed-count ELBO (LLaDA's ``l ~ U{1..L}`` form; ESPO arXiv 2512.03759's
+     ``forward_process``):
      exactly ``k`` of the ``u`` span tokens masked, uniformly at random, ``w = 1[masked]·c/k`` with
      ``k ~ U{1..u}, c = u`` or ``k ~ U{0..u}, c = u + 1``; optionally stratified across the rows of
      the batch (ESPO's ``linspace`` offsets) and with the complementary view
@@ -160,7 +161,7 @@ def one_step_views(
     p_mask_prompt: float,
     seed: int,
 ) -> NoisyViews:
-    """d1's one-step view (d1 eq. 2): ``x̃ = [q with tokens masked w.p. p_mask_prompt ; M × L]`` (N = 1, w = 1)."""
+    """d1's one-step view (d1 §3.2): ``x̃ = [q with tokens masked w.p. p_mask_prompt ; M × L]`` (N = 1, w = 1)."""
     b, l = completion_ids.shape
     masked_q = torch.where(
         prompt_mask(prompt_attention, p_mask_prompt, seed),
@@ -285,7 +286,7 @@ def fixed_count_views(
     stratified: bool = False,
     complementary: bool = False,
 ) -> NoisyViews:
-    """``n_mc`` fixed-count ELBO views: exactly ``k`` span tokens masked per row (LLaDA eq. 12; ESPO eq. 8).
+    """``n_mc`` fixed-count ELBO views: exactly ``k`` span tokens masked per row (LLaDA's fixed-count form; ESPO).
 
     Weight ``c / k`` on the masked tokens, with ``c = u`` for ``k ~ U{1..u}`` and ``c = u + 1`` for
     ``k ~ U{0..u}`` (``include_zero``: ESPO's ``1/(k/(L+1))``). ``complementary`` (needs
@@ -374,7 +375,7 @@ def completion_logits(model: DiffusionModel, prompts: PromptBatch, states: Tenso
 
 
 def step_logprob_sums(logits: Tensor, tokens: Tensor, committed: Tensor) -> Tensor:
-    """``ℓ(k) = Σ_{i ∈ I_k} log p(x^i | x_k)`` at temperature 1 (0 when ``I_k = ∅``) (EGSPO eq. 5).
+    """``ℓ(k) = Σ_{i ∈ I_k} log p(x^i | x_k)`` at temperature 1 (0 when ``I_k = ∅``) (EGSPO §3, spec §3.3).
 
     logits ``[B, L, V]`` (forward pass on ``x_k``), tokens ``[B, L]``, committed ``[B, L]`` bool -> ``[B]``.
     """

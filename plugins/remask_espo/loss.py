@@ -1,4 +1,4 @@
-"""ESPO's sequence-level loss as pure functions (arXiv 2512.03759 eqs. 9–11; spec algorithms.md §3.8).
+"""ESPO's sequence-level loss as pure functions (arXiv 2512.03759 §3, as the reference code implements it; spec algorithms.md §3.8).
 
 ESPO treats a whole completion as one action and uses the ELBO ``E_θ(o)`` (a Monte-Carlo estimate of
 ``log p_θ(o|q)``, :func:`remask.likelihood.fixed_count_views`) as its log-likelihood::
@@ -26,7 +26,7 @@ __all__ = ["ESPOLossTerms", "sequence_elbo", "k2_kl", "espo_loss"]
 
 
 def sequence_elbo(view_logps: Tensor, weights: Tensor) -> Tensor:
-    """``E(o) = Σ_k (1/N) Σ_n w^{(n)}_k log p(o_k | x^{(n)})`` (ESPO eq. 8 with ``reduce_var``). ``[N, B, L] -> [B]``."""
+    """``E(o) = Σ_k (1/N) Σ_n w^{(n)}_k log p(o_k | x^{(n)})`` (ESPO's ``_get_elbo`` with ``reduce_var``). ``[N, B, L] -> [B]``."""
     return (view_logps * weights).mean(0).sum(-1)
 
 

@@ -1,4 +1,4 @@
-"""wd1's weighted log-likelihood loss as a pure function (arXiv 2507.08838 eq. 8; spec algorithms.md §3.6).
+"""wd1's weighted log-likelihood loss as a pure function (arXiv 2507.08838 §3, as the reference code implements it; spec algorithms.md §3.6).
 
 For the rows ``j`` of one group (or of one micro-batch, as the reference code does) with advantages
 ``A_j = r_j − mean_group(r)`` and sequence log-likelihoods ``S_j = Σ_k m_{j,k} ℓ_θ(o_{j,k})`` (a sum
