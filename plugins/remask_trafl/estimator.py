@@ -8,7 +8,8 @@ from pydantic import Field
 from torch import Tensor
 
 import remask
-from remask.functional import full_sequence, gather_logprobs
+from remask.functional import full_sequence
+from remask.likelihood import NoisyViews, view_logprobs
 
 from .losses import mask_log_ratio, sequence_surrogate
 from .masks import complementary_masks, completion_span
@@ -30,13 +31,12 @@ class TraflSurrogate(remask.LikelihoodEstimator):
         span = completion_span(rollout.completion_mask, "eos").to(device)  # [B, L]
         masks = complementary_masks(span, self.config.num_mask_pairs, generator).to(device)  # [K, B, L]
         ids = rollout.completion_ids.to(device)
-        logps, ref_logps = [], []
-        for m in masks:
-            x = torch.where(m, torch.full_like(ids, policy.mask_token_id), ids)  # [B, L]
-            seq, attn = full_sequence(rollout.prompts, x)
-            seq, attn = seq.to(device), attn.to(device)
-            p = rollout.prompts.prompt_length
-            logps.append(gather_logprobs(policy.logits(seq, attn)[:, p:], ids))
-            ref_logps.append(gather_logprobs(reference.logits(seq, attn)[:, p:], ids))
-        ratios = mask_log_ratio(torch.stack(logps), torch.stack(ref_logps), masks)  # [K, B]
+        seq, attn = full_sequence(rollout.prompts, ids)  # [B, P+L]
+        seq, attn = seq.to(device), attn.to(device)
+        p = rollout.prompts.prompt_length
+        masked_inputs = seq.unsqueeze(0).repeat(masks.shape[0], 1, 1)  # [K, B, P+L]
+        masked_inputs[:, :, p:] = torch.where(masks, torch.full_like(ids, policy.mask_token_id), ids)
+        views = NoisyViews(input_ids=masked_inputs, token_weights=masks.float(), seed=-1)
+        ratios = mask_log_ratio(view_logprobs(policy, views, attn, ids), view_logprobs(reference, views, attn, ids),
+                                masks)  # [K, B]
         return sequence_surrogate(ratios).cpu()  # [B]

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence, gather_logprobs
+from remask.functional import full_sequence
+from remask.likelihood import NoisyViews, view_logprobs
 
 from .head import LogZHead, pool_prompt_states
 from .losses import (
@@ -176,17 +177,15 @@ class TraflObjective(remask.PolicyObjective):
         mask_id = int(reference.mask_token_id)
         masked_inputs = ids.unsqueeze(0).repeat(masks.shape[0], 1, 1)  # [K, B, P+L]
         masked_inputs[:, :, p:] = torch.where(masks, torch.full_like(completion_ids, mask_id), completion_ids)
-        ref_logps = []
-        for k in range(masks.shape[0]):
-            logits = reference.forward(masked_inputs[k], attn).logits[:, p:]  # [B, L, V]
-            ref_logps.append(gather_logprobs(logits, completion_ids))  # [B, L]
+        views = NoisyViews(input_ids=masked_inputs, token_weights=masks.float(), seed=-1)  # seed: drawn above
+        ref_logps = view_logprobs(reference, views, attn, completion_ids)  # [K, B, L]
         features = self._prompt_features(rollout, reference)  # [B, H]
         return TraflState(
             masked_inputs=masked_inputs,
             attention_mask=attn,
             completion_ids=completion_ids,
             masks=masks,
-            ref_logps=torch.stack(ref_logps).detach(),  # [K, B, L]
+            ref_logps=ref_logps.detach(),  # [K, B, L]
             prompt_features=features.detach(),
             centred_reward=advantages.detach().to(device, torch.float32),
             span_length=span.sum(-1),
@@ -236,12 +235,9 @@ class TraflObjective(remask.PolicyObjective):
     def loss(self, state: TraflState, *, inner_step: int, context: remask.StepContext) -> remask.LossOutput:
         c = self.config
         policy = context.policy
-        p = state.masked_inputs.shape[-1] - state.completion_ids.shape[-1]
-        logps = []
-        for k in range(state.masks.shape[0]):
-            logits = policy.forward(state.masked_inputs[k], state.attention_mask).logits[:, p:]  # [B, L, V]
-            logps.append(gather_logprobs(logits, state.completion_ids))  # [B, L]
-        mask_ratios = mask_log_ratio(torch.stack(logps), state.ref_logps, state.masks)  # [K, B]
+        views = NoisyViews(input_ids=state.masked_inputs, token_weights=state.masks.float(), seed=-1)
+        logps = view_logprobs(policy, views, state.attention_mask, state.completion_ids)  # [K, B, L]
+        mask_ratios = mask_log_ratio(logps, state.ref_logps, state.masks)  # [K, B]
         d_hat = sequence_surrogate(mask_ratios)  # [B]
         z = self.log_partition(state)  # [B]
         span = state.span_length if c.reward_scaling == "per_token" else None
