@@ -44,6 +44,8 @@ __all__ = [
     "bidirectional_mask",
     "padding_position_ids",
     "crop_cache",
+    "read_config_json",
+    "quantize_linear_4bit",
     "ADAPTER_MANIFEST",
 ]
 
@@ -84,6 +86,24 @@ class HFModelConfig(ComponentConfig):
         "sdpa",
         description="transformers attention kernel; `eager` receives the bidirectional mask in additive (0 / -inf) form.",
     )
+
+
+def read_config_json(source: str, revision: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a local directory, or of a Hub repository (the Hub cache, else that one file)."""
+    local = Path(source) / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text())
+    if Path(source).is_dir():
+        raise ModelLoadError(f"model.path: {source} has no config.json")
+    try:
+        from transformers.utils import cached_file
+
+        path = cached_file(source, "config.json", revision=revision)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model.path: cannot find config.json for {source!r}: {exc}".splitlines()[0]) from None
+    if path is None:
+        raise ModelLoadError(f"model.path: {source!r} has no config.json")
+    return json.loads(Path(path).read_text())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -145,6 +165,34 @@ def crop_cache(cache: Any, length: int) -> Any:
     return cache
 
 
+def quantize_linear_4bit(module: nn.Module, compute_dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """Replace every ``nn.Linear`` but the output head with a bitsandbytes NF4 ``Linear4bit``.
+
+    QLoRA's storage (Dettmers et al. 2023, eq. 5-6): 4-bit NormalFloat blocks of 64 weights with an
+    absmax constant each, the constants themselves quantised to 8 bits in blocks of 256 ("double
+    quantisation"); matmuls dequantise to ``compute_dtype``. The weights are quantised when they are
+    moved to ``device`` (CUDA, or bitsandbytes' CPU backend). The output head stays in full precision,
+    as ``transformers``' bitsandbytes loader keeps it.
+    """
+    import bitsandbytes as bnb
+
+    head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+    for name, child in list(module.named_modules()):
+        for attr, linear in list(child.named_children()):
+            if not isinstance(linear, nn.Linear) or linear is head or isinstance(linear, bnb.nn.Linear4bit):
+                continue
+            q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                  compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
+                                  device="meta")
+            q.weight = bnb.nn.Params4bit(linear.weight.data.to("cpu"), requires_grad=False,
+                                         compress_statistics=True, quant_type="nf4")
+            if linear.bias is not None:
+                q.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+            setattr(child, attr, q.to(device))  # .to() quantises
+    module.is_loaded_in_4bit = True  # what PEFT and transformers look for
+    return module
+
+
 class HFDiffusionModel(DiffusionModel):
     """Base of adapters over a ``transformers`` mask predictor; see the module docstring.
 
@@ -162,6 +210,7 @@ class HFDiffusionModel(DiffusionModel):
     supports_kv_cache: ClassVar[bool] = True
     shift_logits: ClassVar[bool] = False
     default_mask_token_id: ClassVar[int | None] = None
+    supports_4bit: ClassVar[bool] = True  # QLoRA: apply_lora quantises the loaded base to NF4
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)
@@ -197,16 +246,46 @@ class HFDiffusionModel(DiffusionModel):
         """Directory of the built-in checkpoint ``name`` (``path: builtin:<name>``)."""
         raise ModelLoadError(f"model {cls.name!r} ships no built-in checkpoints (asked for builtin:{name})")
 
-    def resolve_source(self, path: str) -> str:
+    @classmethod
+    def resolve_source(cls, path: str) -> str:
         """``builtin:<name>`` -> its directory; local paths are expanded; Hub names pass through."""
         if path.startswith("builtin:"):
-            return str(self.resolve_builtin(path.split(":", 1)[1]))
+            return str(cls.resolve_builtin(path.split(":", 1)[1]))
         local = Path(path).expanduser()
         if local.exists():
             if not local.is_dir():
                 raise ModelLoadError(f"model.path: {path} is a file; give the checkpoint directory")
             return str(local)
         return path
+
+    @classmethod
+    def architecture_config(cls, config: ComponentConfig) -> Any:
+        """The ``transformers`` config of the network ``config`` loads, read from ``config.json`` only
+        (no weights: what the memory planner builds on the meta device). A saved LoRA adapter
+        directory answers for its base."""
+        source = cls.resolve_source(config.path)
+        raw = read_config_json(source, getattr(config, "revision", None))
+        if "base_model_name_or_path" in raw or (Path(source) / "adapter_config.json").is_file():
+            manifest = Path(source) / ADAPTER_MANIFEST
+            base = json.loads(manifest.read_text())["base"] if manifest.is_file() else raw.get("base_model_name_or_path")
+            if manifest.is_file() and json.loads(manifest.read_text()).get("base_saved"):
+                base = str(Path(source) / "base")
+            raw = read_config_json(cls.resolve_source(str(base)), getattr(config, "revision", None))
+        return cls.architecture_from_raw(raw, config)
+
+    @classmethod
+    def architecture_from_raw(cls, raw: dict[str, Any], config: ComponentConfig) -> Any:
+        """A checkpoint's ``config.json`` as a ``transformers`` config; adapters whose checkpoints use
+        their own format (LLaDA, Dream) override this."""
+        from transformers import AutoConfig
+
+        kind = raw.get("model_type")
+        try:
+            arch = AutoConfig.for_model(kind, **{k: v for k, v in raw.items() if k != "model_type"})
+        except (ValueError, KeyError) as exc:
+            raise ModelLoadError(f"model.path: cannot read a {kind!r} architecture from config.json: {exc}") from None
+        arch._attn_implementation = getattr(config, "attn_implementation", "sdpa")
+        return arch
 
     def _adapter_base(self, adapter_dir: Path) -> tuple[str, str]:
         """(resolved base source, base as written) of an adapter directory written by save_pretrained."""
@@ -315,10 +394,14 @@ class HFDiffusionModel(DiffusionModel):
         if self.has_adapter:
             raise RemaskError(f"model {self.name!r} already carries a LoRA adapter; apply_lora was called twice")
         if settings.load_in_4bit:
-            raise RemaskError(
-                "train.lora.load_in_4bit: 4-bit quantisation happens at load time and is not supported by the "
-                "built-in adapters yet; use dtype: bfloat16"
-            )
+            # QLoRA (Dettmers et al. 2023, §3): frozen NF4 base with double quantisation, LoRA in
+            # the compute dtype; the reference policy is the adapter disabled over the same base
+            from .planner import bnb_unavailable
+
+            why = bnb_unavailable(self.target_device)
+            if why:
+                raise RemaskError(f"train.lora.load_in_4bit: {why}")
+            self.module = quantize_linear_4bit(self.module, self.torch_dtype, self.target_device)
         target = settings.target_modules
         lora = LoraConfig(
             r=settings.r,

@@ -65,6 +65,13 @@ class DreamModel(HFDiffusionModel):
         dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16",
                            description="Parameter dtype (bfloat16 for the 7B checkpoints).")
 
+    @classmethod
+    def architecture_from_raw(cls, raw: dict[str, Any], config: Any) -> Any:
+        """Dream's ``config.json`` as the Qwen2 config it loads into (the memory planner's input)."""
+        if str(raw.get("model_type", "")).lower() == "dream":
+            return qwen2_config_from_dream(raw, config.attn_implementation)
+        return super().architecture_from_raw(raw, config)
+
     def load(self, source: str) -> tuple[Any, nn.Module]:
         from transformers import AutoTokenizer, Qwen2ForCausalLM
 

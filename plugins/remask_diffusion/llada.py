@@ -124,6 +124,13 @@ class LLaDAModel(HFDiffusionModel):
         dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16",
                            description="Parameter dtype (bfloat16 for the 8B checkpoints).")
 
+    @classmethod
+    def architecture_from_raw(cls, raw: dict[str, Any], config: Any) -> Any:
+        """LLaDA's ``config.json`` as the Llama config it loads into (the memory planner's input)."""
+        if raw.get("model_type") == "llada":
+            return llama_config_from_llada(raw, config.attn_implementation)
+        return super().architecture_from_raw(raw, config)
+
     def load(self, source: str) -> tuple[Any, nn.Module]:
         from transformers import AutoTokenizer, LlamaForCausalLM
 

@@ -85,31 +85,43 @@ class TinyDiffusionModel(HFDiffusionModel):
             raise ModelLoadError(f"model.path: built-in checkpoint builtin:{name} is missing ({path}); rebuild it with {how}")
         return path
 
+    @classmethod
+    def architecture_config(cls, config: Any) -> Any:
+        """The Llama config of ``path: random`` from the size fields, else the checkpoint's config.json."""
+        if config.path == "random":
+            return cls._random_config(config, build_char_tokenizer())
+        return super().architecture_config(config)
+
+    @staticmethod
+    def _random_config(cfg: Any, tok: Any) -> Any:
+        from transformers import LlamaConfig
+
+        if cfg.hidden_size % cfg.num_heads:
+            raise ModelLoadError(f"model.num_heads: {cfg.num_heads} does not divide model.hidden_size {cfg.hidden_size}")
+        llama = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=cfg.max_length,
+            tie_word_embeddings=True,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=None,
+            attn_implementation=cfg.attn_implementation,
+        )
+        llama.mask_token_id = tok.mask_token_id
+        return llama
+
     def load(self, source: str) -> tuple[Any, nn.Module]:
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+        from transformers import AutoTokenizer, LlamaForCausalLM
 
         cfg = self.config
         if source == "random":
-            if cfg.hidden_size % cfg.num_heads:
-                raise ModelLoadError(
-                    f"model.num_heads: {cfg.num_heads} does not divide model.hidden_size {cfg.hidden_size}"
-                )
             tok = build_char_tokenizer()
-            llama = LlamaConfig(
-                vocab_size=len(tok),
-                hidden_size=cfg.hidden_size,
-                intermediate_size=cfg.intermediate_size,
-                num_hidden_layers=cfg.num_layers,
-                num_attention_heads=cfg.num_heads,
-                num_key_value_heads=cfg.num_heads,
-                max_position_embeddings=cfg.max_length,
-                tie_word_embeddings=True,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                bos_token_id=None,
-                attn_implementation=cfg.attn_implementation,
-            )
-            llama.mask_token_id = tok.mask_token_id
+            llama = self._random_config(cfg, tok)
             with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global stream
                 torch.manual_seed(cfg.seed)
                 module = LlamaForCausalLM(llama)
