@@ -1,27 +1,33 @@
-"""Math verdicts per second per core through the math-verify worker pool.
+"""Math verdicts per second per core: remask's verifier side by side with plain math-verify.
 
-    python benchmarks/math_verdicts.py                 # 1 and 2 workers, default sizes
-    python benchmarks/math_verdicts.py --workers 4 --pairs 2000
+    python benchmarks/math_verdicts.py                    # 512 rows per workload, 1 worker
+    python benchmarks/math_verdicts.py --rows 2000 --workers 2 --seed 3
 
-Workloads:
+Rows are a MATH-like mix of answers that all reach math-verify in a verifier without fast paths
+(none is a plain number or a simple fraction): surds (``\\frac{3\\sqrt{2}}{4}``), multiples of pi,
+integer powers, surd sums, quadratics, intervals, tuples, line equations and mixed numbers, each
+with equivalent and wrong predicted forms (:data:`MIX` gives the shares). Two workloads:
 
-* ``pool: distinct LaTeX pairs``: every pair has its own gold in a form math-verify must parse
-  (mixed numbers, roots, powers, pi): no gold-parse cache hits, no deduplication: the worst case;
-* ``pool: GRPO batch``: 64 prompts x G=8 completions with root-expression golds shared within a
-  group, every row sent to the workers (no fast path, no deduplication);
-* ``end-to-end: GRPO batch, MATH-like mix``: the same batch shape through ``MathVerifier.check``
-  with 70% integer/fraction golds (as in MATH-500): exact fast path and deduplication first, the
-  rest through the pool;
-* ``end-to-end: GSM8K numeric answers``: plain-number answers, decided in-process (no worker).
+* ``distinct``: every row has its own gold (no deduplication or cache can help);
+* ``GRPO 64x8``: 8 completions per prompt sharing a gold, as a trainer sees them.
 
-"per core" divides by the CPU seconds actually used by the workers (``utime+stime`` from /proc) and
-the calling process, so the number does not depend on how busy a shared machine was; ``wall/s`` is end-to-end throughput.
-Start-up (interpreter + math-verify import in the workers) is reported separately.
+Each workload is judged three ways on the same rows, in one run:
+
+* ``plain math-verify``: ``verify(parse("$gold$"), parse("$pred$"))`` in this process, default
+  configs, every row;
+* ``remask``: :class:`remask_math.verifier.MathVerifier` (in-process exact paths, then the worker
+  pool); a fresh verifier per workload, its pool already started;
+* ``remask, pool only``: the same verifier with its in-process fast paths switched off.
+
+"per core" divides rows by all CPU seconds spent: this process (``time.process_time``) plus the
+workers (``utime+stime`` from ``/proc``), so the number does not depend on how busy a shared
+machine was. Verdicts that differ from plain math-verify are printed (0 expected).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -29,10 +35,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "plugins"))
 
-from remask_math.pool import Job, VerifierPool  # noqa: E402
-from remask_math.verifier import MathVerifier  # noqa: E402
+from remask_math.pool import Job  # noqa: E402
+from remask_math.verifier import MathVerifier, Policy  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_SQUAREFREE = (2, 3, 5, 6, 7, 10, 11, 13, 14, 15, 17, 19, 21, 22, 23)
+
+#: share (percent) of each answer kind among the rows
+MIX = {"surd": 25, "pi": 15, "power": 10, "surd-sum": 10, "polynomial": 10, "interval": 10, "tuple": 10,
+       "equation": 5, "mixed-number": 5}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -47,101 +58,111 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
-def distinct_latex(n: int, rng: random.Random) -> list[tuple[str, str]]:
-    """Every pair its own gold; forms math-verify must parse (roots, powers, mixed numbers, sets)."""
-    out = []
-    for i in range(n):
-        a, b = rng.randint(1, 99), rng.randint(2, 99)
-        kind = i % 4
-        if kind == 0:
-            out.append((f"\\frac{{{a}}}{{{b}}}", f"{a // b}\\frac{{{a % b}}}{{{b}}}" if a > b else f"\\frac{{{2 * a}}}{{{2 * b}}}"))
-        elif kind == 1:
-            out.append((f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}"))
-        elif kind == 2:
-            out.append((f"{a}^{{{b % 7 + 2}}}", f"{a}^{{{b % 7 + 2 + i % 2}}}"))
-        else:
-            out.append((f"\\frac{{\\pi}}{{{b}}}", f"\\frac{{{a}\\pi}}{{{a * b}}}"))
-    return out
+def answer_forms(kind: str, rng: random.Random) -> tuple[str, list[str]]:
+    """A gold of ``kind`` and predicted forms of it, equivalent and wrong."""
+    a, b, c = rng.randint(1, 12), rng.choice(_SQUAREFREE), rng.randint(2, 9)
+    if kind == "surd":
+        gold = f"\\frac{{{a}\\sqrt{{{b}}}}}{{{c}}}"
+        return gold, [gold, f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}/{c}", f"\\dfrac{{{a}\\sqrt{b}}}{{{c}}}",
+                      f"\\frac{{{a + 1}\\sqrt{{{b}}}}}{{{c}}}", f"\\frac{{{a}\\sqrt{{{b}}}}}{{{c + 1}}}", f"{a}\\sqrt{{{b}}}"]
+    if kind == "pi":
+        gold = f"\\frac{{{a}\\pi}}{{{c}}}"
+        return gold, [gold, f"\\frac{{{a}}}{{{c}}}\\pi", f"\\frac{{{2 * a}\\pi}}{{{2 * c}}}", f"{a}\\pi/{c}",
+                      f"\\frac{{{a}\\pi}}{{{c + 1}}}", f"{a}\\pi"]
+    if kind == "power":
+        k, base = rng.randint(2, 9), rng.randint(2, 9)
+        gold = f"{base}^{{{k}}}"
+        return gold, [gold, str(base**k), f"{base}^{k}", f"{base}^{{{k + 1}}}", str(base**k + 1), f"{base * base}^{{{k}}}"]
+    if kind == "surd-sum":
+        gold = f"{a}+{c}\\sqrt{{{b}}}"
+        return gold, [gold, f"{c}\\sqrt{{{b}}}+{a}", f"{a}+\\sqrt{{{c * c * b}}}", f"{a}-{c}\\sqrt{{{b}}}",
+                      f"{a + 1}+{c}\\sqrt{{{b}}}"]
+    if kind == "polynomial":
+        p, q = rng.randint(1, 9), rng.randint(1, 9)
+        gold = f"x^2+{p + q}x+{p * q}"
+        return gold, [gold, f"(x+{p})(x+{q})", f"{p * q}+{p + q}x+x^2", f"x^2+{p + q + 1}x+{p * q}", f"(x+{p})(x-{q})"]
+    if kind == "interval":
+        gold = f"({-a}, {c}]"
+        return gold, [gold, f"({-a},{c}]", f"\\left({-a}, {c}\\right]", f"[{-a}, {c}]", f"({-a}, {c})"]
+    if kind == "tuple":
+        gold = f"({a}, {c})"
+        return gold, [gold, f"({a},{c})", f"\\left({a}, {c}\\right)", f"({c}, {a})", f"({a}, {c + 1})"]
+    if kind == "equation":
+        gold = f"y={a}x+{c}"
+        return gold, [gold, f"y = {a}x + {c}", f"y={c}+{a}x", f"y={a}x-{c}", f"y={a + 1}x+{c}"]
+    gold = f"\\frac{{{a * c + 1}}}{{{c}}}"  # mixed numbers
+    return gold, [f"{a}\\frac{{1}}{{{c}}}", f"{a}\\frac{{2}}{{{c}}}", f"{a + 1}\\frac{{1}}{{{c}}}"]
 
 
-def grpo_batch(prompts: int, group: int, rng: random.Random, *, simple_share: float = 0.0) -> list[tuple[str, str]]:
-    """``prompts`` x ``group`` rows, gold shared within a group, answers a mix of right and wrong forms.
-
-    With ``simple_share`` = 0 every gold is a root expression (all rows need math-verify); otherwise
-    that share of golds are integers/fractions, as in MATH-500 where most answers are numbers.
-    """
-    out = []
+def math_like_rows(prompts: int, group: int, rng: random.Random) -> list[tuple[str, str, str]]:
+    """``prompts`` x ``group`` rows ``(kind, gold, pred)``; the gold is shared within a group."""
+    kinds = [k for k, share in MIX.items() for _ in range(share)]
+    rows = []
     for _ in range(prompts):
-        a, b = rng.randint(1, 50), rng.randint(2, 50)
-        if rng.random() < simple_share:
-            gold = str(a * b) if rng.random() < 0.7 else f"\\frac{{{a}}}{{{b}}}"
-            forms = [gold, f"{a * b + 1}", f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}", f"{a * b}.0", f"x={gold}"]
-        else:
-            gold = f"\\frac{{{a}\\sqrt{{{b}}}}}{{2}}"
-            forms = [gold, f"\\frac{{{a}}}{{2}}\\sqrt{{{b}}}", f"{a}\\sqrt{{{b}}}/2", f"\\frac{{{a + 1}\\sqrt{{{b}}}}}{{2}}",
-                     f"\\sqrt{{{a * a * b}}}/2", f"\\frac{{{a}\\sqrt{{{b + 1}}}}}{{2}}", f"x = {gold}", f"{a / 2}\\sqrt{{{b}}}"]
-        out.extend((gold, rng.choice(forms)) for _ in range(group))
-    return out
+        kind = rng.choice(kinds)
+        gold, forms = answer_forms(kind, rng)
+        rows.extend((kind, gold, rng.choice(forms)) for _ in range(group))
+    return rows
 
 
-def run_pool(pairs: list[tuple[str, str]], workers: int, through_verifier: bool) -> dict[str, float]:
-    """Warm pool; ``through_verifier`` adds our fast paths and deduplication in front of it."""
-    pool = VerifierPool(workers=workers, timeout_s=10)
-    t0 = time.perf_counter()
-    pool.run([Job("1", "1")] * workers)  # start-up: spawn, import, first call
-    startup = time.perf_counter() - t0
-    verifier = MathVerifier(workers=workers)
-    verifier._pool = pool  # measure through the same warm pool
-    cpu0, own0 = cpu_seconds(pool.pids), time.process_time()
-    jobs0 = pool.stats["jobs"]
-    t0 = time.perf_counter()
-    if through_verifier:
-        results = verifier.check(pairs)
-    else:
-        results = pool.run([Job(g, p) for g, p in pairs])
-    wall = time.perf_counter() - t0
-    cpu = cpu_seconds(pool.pids) - cpu0 + (time.process_time() - own0)
-    in_pool = pool.stats["jobs"] - jobs0
-    pool.close()
-    assert len(results) == len(pairs)
-    return {"wall_rate": len(pairs) / wall, "per_core": len(pairs) / max(cpu, 1e-9), "startup": startup,
-            "wall": wall, "cpu": cpu, "in_pool": in_pool}
+def run_plain(rows: list[tuple[str, str, str]]) -> tuple[list[bool], dict[str, float]]:
+    from math_verify import parse, verify
 
-
-def run_fast_path(n: int, rng: random.Random) -> dict[str, float]:
-    verifier = MathVerifier(workers=1)
-    pairs = [(str(v), rng.choice([f"{v}", f"{v}.00", f"${v:,}", f"{v} dollars", f"{v + 1}"]))
-             for v in (rng.randint(1, 100000) for _ in range(n))]
     c0, t0 = time.process_time(), time.perf_counter()
-    verifier.check(pairs)
+    verdicts = [bool(verify(parse(f"${g}$"), parse(f"${p}$"))) for _, g, p in rows]
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert verifier._pool is None  # never left the process
-    return {"wall_rate": n / wall, "per_core": n / max(cpu, 1e-9), "startup": 0.0, "wall": wall, "cpu": cpu,
-            "in_pool": 0}
+    return verdicts, {"wall": wall, "cpu": cpu, "sent": len(rows)}
+
+
+def run_remask(rows: list[tuple[str, str, str]], workers: int, fast: bool,
+               warmup: list[tuple[str, str, str]]) -> tuple[list[bool], dict[str, float]]:
+    verifier = MathVerifier(workers=workers, timeout_s=30, policy=Policy(fast_paths=fast))
+    verifier.pool.run([Job(g, p) for _, g, p in warmup])  # start-up and parser warm-up are not measured
+    pids = verifier.pool.pids
+    jobs0 = verifier.pool.stats["jobs"]
+    w0, c0, t0 = cpu_seconds(pids), time.process_time(), time.perf_counter()
+    out = verifier.check([(g, p) for _, g, p in rows])
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0 + cpu_seconds(pids) - w0
+    sent = verifier.pool.stats["jobs"] - jobs0
+    assert verifier.pool.pids == pids, "a worker was replaced during the measurement"
+    verifier.close()
+    return [v == 1.0 for v, _ in out], {"wall": wall, "cpu": cpu, "sent": sent}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--pairs", type=int, default=1000, help="pairs in the distinct-latex workload")
+    ap.add_argument("--rows", type=int, default=512, help="rows per workload")
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    logging.disable(logging.CRITICAL)  # math-verify logs every unparsable span
     rng = random.Random(args.seed)
-    rows = []
-    for w in args.workers:
-        pairs = distinct_latex(args.pairs, rng)
-        rows.append(("pool: distinct LaTeX pairs", w, len(pairs), run_pool(pairs, w, through_verifier=False)))
-        pairs = grpo_batch(64, 8, rng)
-        rows.append(("pool: GRPO batch 64x8, root-expression golds", w, len(pairs), run_pool(pairs, w, through_verifier=False)))
-        pairs = grpo_batch(64, 8, rng, simple_share=0.7)
-        rows.append(("end-to-end: GRPO batch 64x8, MATH-like mix", w, len(pairs), run_pool(pairs, w, through_verifier=True)))
-    rows.append(("end-to-end: GSM8K numeric answers", 0, 5000, run_fast_path(5000, rng)))
-    print(f"cpu: {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
-    print("| workload | workers | verdicts | sent to workers | wall s | wall verdicts/s | CPU s | verdicts/s/core | start-up s |")
+    warmup = math_like_rows(100, 1, random.Random(args.seed + 1000))  # other golds: warms ANTLR, no cache hits
+    run_plain(warmup)  # import and parser warm-up are not measured
+    workloads = {"distinct": math_like_rows(args.rows, 1, rng), "GRPO 64x8": math_like_rows(max(1, args.rows // 8), 8, rng)}
+    table, disagreements = [], []
+    for name, rows in workloads.items():
+        plain, plain_stats = run_plain(rows)
+        table.append((name, "plain math-verify", len(rows), plain_stats, 0))
+        for label, fast in (("remask", True), ("remask, pool only", False)):
+            ours, stats = run_remask(rows, args.workers, fast, warmup)
+            differ = [(kind, g, p, a, b) for (kind, g, p), a, b in zip(rows, plain, ours) if a != b]
+            disagreements.extend((name, label, *d) for d in differ)
+            table.append((name, label, len(rows), stats, len(differ)))
+    print(f"cpu: {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, workers={args.workers}, seed={args.seed}")
+    print("| rows | judged by | verdicts | sent to workers | wall s | CPU s (all processes) | verdicts/s/core | "
+          "x plain (per core) | verdicts differing from plain |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, w, n, r in rows:
-        print(f"| {name} | {w or '-'} | {n} | {r['in_pool']} | {r['wall']:.2f} | {r['wall_rate']:.0f} | {r['cpu']:.2f} | "
-              f"{r['per_core']:.0f} | {r['startup']:.2f} |")
+    base: dict[str, float] = {}
+    for name, label, n, s, differ in table:
+        per_core = n / max(s["cpu"], 1e-9)
+        base.setdefault(name, per_core)
+        print(f"| {name} | {label} | {n} | {s['sent']} | {s['wall']:.2f} | {s['cpu']:.2f} | {per_core:.0f} | "
+              f"{per_core / base[name]:.1f} | {differ} |")
+    for d in disagreements:
+        print("disagreement:", d)
 
 
 if __name__ == "__main__":

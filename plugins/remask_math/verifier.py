@@ -1,11 +1,13 @@
 """MathVerifier: our extraction and guards around math-verify running in a worker pool.
 
 Per (gold, prediction) pair, in the trainer process: length cap, pre-normalisation
-(:func:`~remask_math.normalize.pre_normalize`), power-tower and nesting pre-filters, and an exact
-fast path when both sides are plain numbers or simple fractions (most GSM8K and many MATH answers
-never leave the process). Identical pairs of one call are judged once, and verdicts are remembered
-across calls (bounded LRU; timeouts and crashes are never remembered). Everything else
-goes to :class:`~remask_math.pool.VerifierPool`, identical pairs of one call deduplicated.
+(:func:`~remask_math.normalize.pre_normalize`), power-tower and nesting pre-filters, nested boxes
+and hedges (:mod:`~remask_math.hedges`) refused, then two exact fast paths: plain numbers and
+simple fractions (:func:`~remask_math.normalize.exact_decision`, most GSM8K answers), and surds,
+pi, polynomials and intervals (:func:`~remask_math.exact.exact_verdict`, most other MATH answers).
+Identical pairs of one call are judged once, and verdicts are remembered across calls (bounded
+LRU; timeouts, math-verify's own alarm and crashes are never remembered). Everything else goes to
+:class:`~remask_math.pool.VerifierPool`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .exact import exact_verdict
 from .hedges import hedge_reason
 from .normalize import exact_decision, exponent_depth, nesting_depth, pre_normalize
 from .pool import Job, VerifierPool
@@ -44,6 +47,7 @@ class Policy:
     max_exponent_depth: int = MAX_EXPONENT_DEPTH  # 0 disables the pre-filter
     max_nesting: int = MAX_NESTING  # 0 disables the pre-filter
     alarm_s: int = 3  # math-verify's own SIGALRM inside the worker (first line of defence)
+    fast_paths: bool = True  # decide plain numbers, surds, pi, polynomials, intervals in-process
 
 
 class MathVerifier:
@@ -92,7 +96,9 @@ class MathVerifier:
         hedged = hedge_reason(q, g)
         if hedged is not None:
             return (0.0, hedged), None
-        exact = exact_decision(g, q)  # plain numbers and simple fractions never leave the process
+        exact = exact_decision(g, q) if p.fast_paths else None  # plain numbers and simple fractions
+        if exact is None and p.fast_paths:  # surds, pi, polynomials, intervals: when math-verify must agree
+            exact = exact_verdict(g, q)
         if exact is not None:
             return ((1.0, "correct") if exact else (0.0, "wrong-answer")), None
         policy = {"interval_equals_set": p.interval_equals_set, "alarm_s": p.alarm_s}

@@ -1,0 +1,92 @@
+"""The in-process exact path (remask_math.exact) against plain math-verify.
+
+`exact_verdict` may only decide a pair when math-verify must give the same verdict. This is checked
+on generated MATH-like pairs (the benchmark's generator, several seeds) plus hand-picked edge cases:
+every pair it decides is also judged by plain math-verify (in a subprocess: math-verify never runs
+in the trainer process) and the verdicts must be identical.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import random
+import subprocess
+import sys
+
+import pytest
+
+from remask_math.exact import exact_verdict, parse_exact
+from remask_math.normalize import pre_normalize
+
+_BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "math_verdicts.py"
+
+EDGE = [
+    ("x^2+5x+6", "(x+2)(x+3)"), ("2x", "2y"), ("ab", "ba"), ("\\frac{1}{x}", "x^{-1}"), ("x+1", "1"),
+    ("3(x+1)", "3x+3"), ("2^{10}", "1024"), ("\\frac{\\sqrt{2}}{2}", "0.7"), ("\\frac34", "0.75"),
+    ("(x+1)^2", "x^2+2x+1"), ("-x^2", "-(x^2)"), ("\\frac{1}{\\sqrt{3}}", "\\frac{\\sqrt3}{3}"), ("2\\pi r", "2r\\pi"),
+    ("4\\sqrt{2}", "\\sqrt{32}"), ("x^2y", "yx^2"), ("(1,2,3)", "(1,2,3)"), ("(1,2,3)", "(3,2,1)"), ("[1,2]", "(1,2]"),
+    ("\\pi", "3.2"), ("\\sqrt{8}", "2\\sqrt2"), ("\\sqrt{\\frac{1}{2}}", "\\frac{\\sqrt{2}}{2}"),
+    ("\\frac{2}{\\sqrt{2}}", "\\sqrt2"), ("a^2-b^2", "(a-b)(a+b)"), ("2n+1", "1+2n"), ("(5,3)", "(5,3)"),
+    ("(5,3)", "(5,4)"), ("-2\\frac{1}{4}", "-\\frac{9}{4}"), ("y=2x+3", "y = 3+2x"), ("y=2x+3", "y=2x-3"),
+    ("x=\\sqrt{2}", "x=\\frac{2}{\\sqrt2}"), ("10^{20}", "10^{20}+1"), ("(-3, 5]", "\\left(-3, 5\\right]"),
+    ("(-3, 5]", "(-3, 5)"), ("[2, 7)", "[2,7]"), ("(\\sqrt{2}, 3)", "(\\sqrt2, 3)"), ("\\frac{5\\pi}{6}", "150"),
+    ("2+3\\sqrt{5}", "3\\sqrt{5}+2"), ("\\frac{x}{2}", "\\frac{1}{2}x"), ("t^3", "t\\cdot t^2"), ("2\\times 3", "6"),
+]
+
+
+def _plain_math_verify(pairs: list[tuple[str, str]]) -> list[bool]:
+    script = (
+        "import json, logging, sys\n"
+        "logging.disable(logging.CRITICAL)\n"
+        "from math_verify import parse, verify\n"
+        "pairs = json.load(sys.stdin)\n"
+        "print(json.dumps([bool(verify(parse('$' + g + '$'), parse('$' + p + '$'))) for g, p in pairs]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(pairs), capture_output=True, text=True,
+                         timeout=600, check=True)
+    return json.loads(out.stdout)
+
+
+def _generated(seeds: range, per_kind: int) -> list[tuple[str, str]]:
+    spec = importlib.util.spec_from_file_location("math_verdicts_bench", _BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pairs = []
+    for seed in seeds:
+        rng = random.Random(seed)
+        for kind in bench.MIX:
+            for _ in range(per_kind):
+                gold, forms = bench.answer_forms(kind, rng)
+                pairs.append((gold, rng.choice(forms)))
+    return pairs
+
+
+@pytest.mark.slow
+def test_exact_path_agrees_with_plain_math_verify():
+    pairs = [(pre_normalize(g), pre_normalize(p)) for g, p in EDGE + _generated(range(2), 10)]
+    decided = [(g, p, v) for g, p in pairs if (v := exact_verdict(g, p)) is not None]
+    assert len(decided) > 0.8 * len(pairs)  # the path is used, not vacuous
+    assert {v for _, _, v in decided} == {True, False}
+    plain = _plain_math_verify([(g, p) for g, p, _ in decided])
+    differ = [(g, p, v, mv) for (g, p, v), mv in zip(decided, plain) if v != mv]
+    assert not differ, differ
+
+
+@pytest.mark.parametrize("span", [
+    "\\sin x", "\\{1, 2\\}", "1, 2", "2\\frac{1}{4}x", "x^{y}", "\\sqrt[3]{2}", "\\sqrt{x}", "e^2", "2i", "1 000",
+    "a^b^c", "\\frac{1}{x+1}", "10^{100}!", "x = y = 3", "3 = x", "5\\%",
+])
+def test_outside_the_subset_goes_to_the_worker(span):
+    assert parse_exact(span) is None or exact_verdict("1", span) is None
+
+
+def test_exact_values():
+    assert exact_verdict("\\frac{3\\sqrt{2}}{4}", "\\frac{3}{4}\\sqrt{2}") is True
+    assert exact_verdict("\\frac{3\\sqrt{2}}{4}", "\\frac{3}{4}\\sqrt{3}") is False
+    assert exact_verdict("2\\pi", "6.283185") is None  # math-verify's 6-decimal rounding decides
+    assert exact_verdict("\\frac{1}{3}", "0.3333") is None
+    assert exact_verdict("(x+1)^2", "x^2+2x+1") is True
+    assert exact_verdict("(-3, 5]", "[-3, 5]") is False
+    assert exact_verdict("(5, 3)", "(3, 5)") is None  # a tuple against an interval: math-verify's reading
