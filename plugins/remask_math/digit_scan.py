@@ -1,16 +1,18 @@
 """Digit scan: a generated task with long, line-structured answers for the tiny character dLLM.
 
 The prompt is one line of ``width`` random digits; the answer is ``lines`` further lines of
-``width`` digits, each computed from the line above by a scan rule (all sums mod 10):
+``width`` digits, each computed from the line above ``x`` by a scan rule (all sums mod 10,
+``y_{-1} = x_{-1} = 0``):
 
-- ``prefix``: ``y_j = y_{j-1} + x_j`` (running sum of the line above ``x``; ``y_{-1} = 0``);
-- ``pascal``: ``y_j = x_j + x_{j-1}`` (``x_{-1} = 0``), Pascal's rule on the digits.
+- ``count`` (default): ``y_j = y_{j-1} + (x_j mod 2)``, the running count of odd digits above;
+- ``prefix``: ``y_j = y_{j-1} + x_j``, the running sum of the line above;
+- ``pascal``: ``y_j = x_j + x_{j-1}``, Pascal's rule on the digits.
 
-Example (``width 5, lines 2, rule prefix``)::
+Example (``width 5, lines 2``)::
 
-    prompt      31415\\n
-    completion  34894\\n
-                37548
+    prompt      31415\\n          31415\\n
+    completion  12234\\n (count)  34894\\n (prefix)
+                11122               37548
 
 Every answer digit depends only on tokens at fixed relative offsets (``-1`` and ``-(width+1)``), so
 a small bidirectional model with rotary positions can learn it, yet an exact answer needs every one
@@ -18,6 +20,12 @@ of ``width · lines`` digits right: per-digit accuracy p gives exact match about
 That leaves room for RL between "layout right" and "all right", and the per-digit score is a dense,
 checkable partial credit. With ``width: 15, lines: 4`` the completion is 63 characters plus EOS = 64
 tokens, one line per 16-token block.
+
+Why ``count`` is the default (measured, docs/benchmarks.md "Long-completion model"): under ``prefix``
+and ``pascal`` an answer digit is a mod-10 sum of two uniform digits, so either input alone carries
+no information about it (a parity-like target with no partial signal), and small models trained for
+hundreds of steps stayed at chance. Under ``count`` the left neighbour alone predicts the digit up to
+a 0/+1 step and the digit above decides the step, so the loss falls in stages.
 
 Splits: ``train``, ``validation`` and ``test`` come from three independent seeded streams, and a
 row is kept only if its prompt is in no earlier split (test first, then validation, then train), so
@@ -39,7 +47,7 @@ from .text import too_long
 
 __all__ = ["scan_lines", "DigitScanTask", "DigitScanCorrect", "DigitScanDigits", "scan_verdict", "scan_credit"]
 
-Rule = Literal["prefix", "pascal"]
+Rule = Literal["count", "prefix", "pascal"]
 
 
 def scan_lines(digits: str, lines: int, rule: Rule) -> list[str]:
@@ -49,6 +57,9 @@ def scan_lines(digits: str, lines: int, rule: Rule) -> list[str]:
     for _ in range(lines):
         row: list[int] = []
         for j, x in enumerate(above):
+            if rule == "count":
+                row.append(((row[j - 1] if j else 0) + x % 2) % 10)
+                continue
             prev = (row[j - 1] if j else 0) if rule == "prefix" else (above[j - 1] if j else 0)
             row.append((prev + x) % 10)
         out.append("".join(map(str, row)))
@@ -96,7 +107,8 @@ def scan_credit(completion: str, answer: str, unit: Literal["digits", "lines"] =
 
 
 class DigitScanTask(remask.Task):
-    """Lines of digits below a random digit line, each a scan (prefix sum or Pascal rule) of the one above."""
+    """Lines of digits below a random digit line, each a scan (running odd-count, prefix sum or Pascal
+    rule, mod 10) of the line above."""
 
     name = "digit-scan"
     splits = ("train", "validation", "test")
@@ -105,9 +117,9 @@ class DigitScanTask(remask.Task):
         width: int = Field(15, ge=2, le=64, description="Digits per line (the prompt line and every answer line).")
         lines: int = Field(4, ge=1, le=32, description="Answer lines below the prompt line.")
         rule: Rule = Field(
-            "prefix",
-            description="prefix: y_j = y_{j-1} + x_j (running sum of the line above); "
-            "pascal: y_j = x_j + x_{j-1}. All mod 10.",
+            "count",
+            description="count: y_j = y_{j-1} + (x_j mod 2), the running count of odd digits in the line above x; "
+            "prefix: y_j = y_{j-1} + x_j (running sum); pascal: y_j = x_j + x_{j-1}. All mod 10.",
         )
         train_size: int = Field(50_000, ge=1, description="Rows of the train split.")
         validation_size: int = Field(500, ge=1, description="Rows of the validation split (SFT stops on it).")

@@ -9,7 +9,9 @@ from remask_math.digit_scan import DigitScanDigits, DigitScanTask, scan_credit, 
 
 
 def test_scan_rules_by_hand():
-    # prefix: running sum mod 10 of the line above; pascal: x_j + x_{j-1} mod 10
+    # count: running count of odd digits above; prefix: running sum of the line above; pascal: x_j + x_{j-1}
+    assert scan_lines("31415", 2, "count") == ["12234", "11122"]
+    assert scan_lines("99999999999", 1, "count") == ["12345678901"]  # mod 10
     assert scan_lines("31415", 2, "prefix") == ["34894", "37548"]
     assert scan_lines("31415", 2, "pascal") == ["34556", "37901"]
     assert scan_lines("9", 3, "prefix") == ["9", "9", "9"]
@@ -40,7 +42,7 @@ def test_rows_have_64_completion_tokens_with_the_char_tokenizer():
     digits = ex.prompt.rstrip("\n")
     assert len(digits) == 15 and digits.isdigit()
     lines = ex.reference["completion"].split("\n")
-    assert lines == scan_lines(digits, 4, "prefix")
+    assert lines == scan_lines(digits, 4, "count")  # the default rule
     assert len(tok.encode(ex.reference["completion"], add_special_tokens=False)) + 1 == 64  # + EOS
     assert _task().is_correct(ex.reference["answer"] + "\n", ex.reference) == 1.0
 
