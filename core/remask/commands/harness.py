@@ -1,7 +1,7 @@
 """``remask eval``, ``remask compare`` and ``remask diagnose``: the shared harness.
 
     remask eval CONFIG [--checkpoint PATH] [--out DIR] [--eval.limit 200 ...]
-    remask compare SPEC.yaml [--out DIR]
+    remask compare SPEC.yaml [--out DIR] [--resume] [--jobs N] [--report-only]
     remask diagnose CONFIG [--checkpoint PATH] [--prompts 4] [--draws 64] [--perturb 0.02]
 """
 
@@ -73,6 +73,14 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="comparison spec YAML (see docs/harness.md)")
     p.add_argument("--out", help="output directory (default: the spec's output_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs and resume interrupted ones from their checkpoint (refused if the spec "
+                        "or the code changed)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once, each in its own process with cores/N torch threads (default 1: one at a time, "
+                        "in this process)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild report.md and the plots from results.json in the output directory, without training")
 
 
 @command("compare", "train and evaluate several pipelines under one protocol and budget", _compare_args)
@@ -83,7 +91,8 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise RemaskError(f"compare takes no config overrides (got {' '.join(extra)}); edit the spec instead")
     get_registry().raise_problems()
-    report = run_compare(args.spec, output_dir=args.out)
+    report = run_compare(args.spec, output_dir=args.out, resume=args.resume, jobs=args.jobs,
+                         report_only=args.report_only)
     print(report.read_text())
     print(f"wrote {report} (plots, results.json and manifest.json beside it)")
     return 0

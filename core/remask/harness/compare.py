@@ -21,19 +21,25 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import EvalConfig, apply_overrides, parse_config, read_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, RemaskError
+from .progress import EVAL_ONLY_WEIGHT, ComparisonProgress
 from .report import markdown_table, summary_rows, write_plots
 
 __all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_raw_config", "run_compare",
-           "LOCKED_SECTIONS"]
+           "write_report", "code_revision", "protocol_difference", "ComparisonStopped", "LOCKED_SECTIONS"]
 
 #: what a compared pipeline may not change (they define "the same experiment")
 LOCKED_SECTIONS = ("model", "task", "eval")
@@ -147,111 +153,386 @@ def pipeline_raw_config(base: Mapping[str, Any], spec: CompareSpec, entry: Pipel
     return raw
 
 
-class _History:
-    """A lifecycle-hook plugin recording the metrics of every optimizer step of one run."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self._fwd = 0.0
-
-    def after_step(self, step: int, metrics: dict[str, float]) -> None:
-        self._fwd += float(metrics.get("diffusion/nfe", 0.0)) + float(metrics.get("diffusion/forward_passes", 0.0))
-        row = {"step": float(step), "forward_passes": self._fwd}
-        row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        self.rows.append(row)
+# ---------------------------------------------------------------------------------------------
+# Planning: which runs exist, which are finished, which resume, which are refused
+# ---------------------------------------------------------------------------------------------
 
 
-def _hook_plugin(history: _History) -> Any:
-    from ..hookspecs import hookimpl
+class ComparisonStopped(RemaskError):
+    """A signal stopped the comparison; finished runs are kept, nothing is reported."""
 
-    class Plugin:
-        @hookimpl
-        def after_step(self, step, metrics):
-            history.after_step(step, metrics)
-
-    return Plugin()
+    exit_code = 130
 
 
-def _run_one(raw: dict[str, Any], source: str, *, train_it: bool) -> dict[str, Any]:
-    """Train (optionally) and evaluate one pipeline; returns the result record."""
-    from ..engine.components import build_pipeline
-    from ..engine.trainer import train
-    from ..registry import get_registry
-    from .evaluate import evaluate_protocol
+@dataclass
+class RunPlan:
+    """One (pipeline, seed) run of a comparison."""
 
-    config = parse_config(raw, source=source)
-    reg = get_registry()
-    pipeline = build_pipeline(config, reg)
-    history = _History()
-    started = time.perf_counter()
+    label: str  # "d1 seed 0"
+    pipeline: str
+    entry: PipelineEntry | None
+    seed: int
+    run_dir: Path
+    raw: dict[str, Any]
+    action: str = "run"  # run | resume | reuse
+    resumed_from: int | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.entry is not None
+
+
+def code_revision() -> dict[str, Any]:
+    """What code a run was made with: the git commit of the remask sources, whether the work tree had
+    uncommitted changes to Python files and a hash of them, and the installed versions."""
+    import hashlib
+    import subprocess
+
+    from ..engine.reporting import git_revision
+    from ..environment import package_version
+
+    git = git_revision()
+    out: dict[str, Any] = {"commit": git.get("commit"), "dirty": bool(git.get("dirty")),
+                           "remask": package_version("remask"), "torch": package_version("torch")}
+    if out["dirty"]:
+        try:
+            diff = subprocess.run(["git", "diff", "HEAD", "--", "*.py"], cwd=Path(__file__).resolve().parent,
+                                  capture_output=True, timeout=30).stdout
+            out["diff_sha256"] = hashlib.sha256(diff).hexdigest()[:16]
+        except (OSError, subprocess.SubprocessError):
+            out["diff_sha256"] = None
+    return out
+
+
+def _describe_code(code: Mapping[str, Any]) -> str:
+    commit = (code.get("commit") or "no git")[:10]
+    dirty = f" + uncommitted changes {code.get('diff_sha256')}" if code.get("dirty") else ""
+    return f"commit {commit}{dirty} (remask {code.get('remask')}, torch {code.get('torch')})"
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def protocol_difference(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """The first field in which two runs' pipeline configs differ, or ``None``. Where the run lives,
+    whether it may replace an earlier attempt and its thread count are not part of the protocol."""
+    a, b = _flat(json.loads(json.dumps(stored, default=str))), _flat(json.loads(json.dumps(current, default=str)))
+    for key in sorted(set(a) | set(b)):
+        if key in ("train.output_dir", "train.overwrite_output_dir", "train.torch_threads"):
+            continue
+        if a.get(key, "(unset)") != b.get(key, "(unset)"):
+            return f"{key}: {a.get(key, '(unset)')!r} then, {b.get(key, '(unset)')!r} now"
+    return None
+
+
+def _plan_runs(spec: CompareSpec, base: Mapping[str, Any], out: Path) -> list[RunPlan]:
+    entries: list[PipelineEntry | None] = ([None] if spec.evaluate_base else []) + list(spec.pipelines)
+    plans = []
+    for seed in spec.seeds:
+        for entry in entries:
+            name = entry.name if entry is not None else "base (untrained)"
+            run_dir = out / "runs" / name.split(" ")[0] / f"seed-{seed}"
+            plans.append(RunPlan(label=f"{name.split(' ')[0]} seed {seed}", pipeline=name, entry=entry, seed=seed,
+                                 run_dir=run_dir, raw=pipeline_raw_config(base, spec, entry, seed, run_dir)))
+    return plans
+
+
+def _check_resumable(plans: list[RunPlan], code: Mapping[str, Any]) -> None:
+    """With ``--resume``: finished runs are reused and interrupted runs resume, but only when they were
+    made under the same protocol and the same code; otherwise refuse with every reason."""
+    from .run import FINISHED, checkpoint_step, read_json
+
+    problems = []
+    for plan in plans:
+        result = read_json(plan.run_dir / "result.json")
+        job = read_json(plan.run_dir / "job.json")
+        stored = result or job
+        step = checkpoint_step(plan.run_dir) if plan.trains else None
+        if stored is None:
+            if step is not None:
+                problems.append(f"{plan.run_dir}: holds checkpoint-{step} but no job.json to verify it against; "
+                                "remove the directory to rerun it")
+            continue  # never started: run it
+        protocol = stored.get("protocol") or stored.get("raw") or {}
+        diff = protocol_difference(protocol, plan.raw)
+        if diff is not None:
+            problems.append(f"{plan.run_dir}: made under a different protocol ({diff})")
+            continue
+        if stored.get("code") != dict(code):
+            problems.append(f"{plan.run_dir}: made with {_describe_code(stored.get('code') or {})}, "
+                            f"this is {_describe_code(code)}")
+            continue
+        if result is not None and result.get("status") == FINISHED:
+            plan.action = "reuse"
+        elif step is not None:
+            plan.action, plan.resumed_from = "resume", step
+    if problems:
+        raise RemaskError("--resume refused, the output directory does not match this spec and code:\n  "
+                          + "\n  ".join(problems)
+                          + "\n  (rerun without --resume to start over, or give another --out)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: in this process (--jobs 1) or in worker processes (--jobs N)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cores() -> int:
     try:
-        if train_it:
-            name = f"compare-history-{id(history)}"
-            reg.register_plugin(_hook_plugin(history), name=name)
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _job(plan: RunPlan, spec: CompareSpec, spec_path: str | Path, code: Mapping[str, Any],
+         threads: int | None) -> dict[str, Any]:
+    return {"run_dir": str(plan.run_dir), "raw": plan.raw, "source": f"{spec_path}:{plan.pipeline}",
+            "pipeline": plan.pipeline, "seed": plan.seed, "train": plan.trains, "resume": plan.action == "resume",
+            "budget": spec.budget.model_dump(), "code": dict(code), "threads": threads,
+            "differs": {"set": plan.entry.set, "override": plan.entry.override} if plan.entry else {}}
+
+
+class _Signals:
+    """While a comparison runs: the first SIGINT/SIGTERM stops it (runs checkpoint and end), a second
+    SIGINT aborts at once. ``on_signal(signum, count)`` decides what that means."""
+
+    def __init__(self, on_signal: Any) -> None:
+        self.on_signal = on_signal
+        self.count = 0
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.signum = self.signum or signum
+        self.on_signal(signum, self.count)
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _run_in_process(plans: list[RunPlan], jobs: list[dict[str, Any]], progress: ComparisonProgress) -> list[str]:
+    """One run after the other in this process; returns the labels of runs that did not finish."""
+    from .run import FINISHED, execute_run
+
+    def stop_now(signum: int, count: int) -> None:  # outside training (the engine handles its own)
+        raise KeyboardInterrupt
+
+    from .run import write_json_atomic
+
+    stopped: list[str] = []
+    with _Signals(stop_now):
+        for plan, job in zip(plans, jobs):
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(plan.run_dir / "job.json", job)
+            progress.start(plan.label, weight=1.0 if plan.trains else EVAL_ONLY_WEIGHT,
+                           max_steps=plan.raw["train"]["max_steps"] if plan.raw["train"]["max_steps"] < 10**6 else None,
+                           resumed_from=plan.resumed_from)
             try:
-                train(config, registry=reg, pipeline=pipeline)
-            finally:
-                reg.unregister_plugin(name)
-        seconds = time.perf_counter() - started
-        reports = evaluate_protocol(pipeline, config)
-    finally:
-        pipeline.close()
-    first = reports[0]
-    out_dir = Path(config.train.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from .evaluate import write_eval_outputs
-
-    write_eval_outputs(out_dir / "eval", reports, title=source)
-    (out_dir / "config.yaml").write_text(config.to_yaml())
-    last = history.rows[-1] if history.rows else {}
-    return {
-        "eval": first.summary(),
-        "evals": [r.summary() for r in reports],
-        "train": {"steps": int(last.get("step", 0)), "forward_passes": last.get("forward_passes", 0.0),
-                  "seconds": seconds if train_it else 0.0, "history": history.rows},
-    }
+                record = execute_run(job, on_progress=lambda info, label=plan.label: progress.update(label, info))
+            except KeyboardInterrupt:
+                progress.finish(plan.label, "stopped")
+                stopped.append(plan.label)
+                break
+            if record["status"] != FINISHED:
+                progress.finish(plan.label, f"stopped at step {record['train']['steps']} (checkpoint saved)")
+                stopped.append(plan.label)
+                break
+            progress.finish(plan.label, "finished")
+    return stopped
 
 
-def run_compare(spec_path: str | Path, *, output_dir: str | None = None) -> Path:
-    """Run every pipeline for every seed, then write ``report.md``, plots and manifests."""
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the worker gets SIGTERM if the comparison process dies without stopping it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _run_in_workers(plans: list[RunPlan], jobs: list[dict[str, Any]], progress: ComparisonProgress,
+                    n_jobs: int, threads: int) -> list[str]:
+    """Up to ``n_jobs`` worker processes at once; returns the labels of runs that did not finish."""
+    import subprocess
+
+    from .run import EXIT_INTERRUPTED, FINISHED, read_json, write_json_atomic
+
+    pending = list(zip(plans, jobs))
+    running: dict[str, tuple[RunPlan, subprocess.Popen[bytes], Any]] = {}
+    stopped: list[str] = []
+    failed: list[str] = []
+    state = {"stopping": False}
+
+    def on_signal(signum: int, count: int) -> None:
+        state["stopping"] = True
+        for _, proc, _ in running.values():
+            if proc.poll() is None:  # first: checkpoint and stop; second: abort at once
+                proc.send_signal(signal.SIGTERM if count == 1 else signal.SIGINT)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with _Signals(on_signal):
+        while pending or running:
+            while pending and not state["stopping"] and len(running) < n_jobs:
+                plan, job = pending.pop(0)
+                plan.run_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(plan.run_dir / "job.json", job)
+                (plan.run_dir / "progress.json").unlink(missing_ok=True)
+                log = (plan.run_dir / "worker.log").open("ab")
+                proc = subprocess.Popen([sys.executable, "-m", "remask.harness.run", str(plan.run_dir / "job.json")],
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        preexec_fn=_set_parent_death_signal)
+                running[plan.label] = (plan, proc, log)
+                progress.start(plan.label, weight=1.0 if plan.trains else EVAL_ONLY_WEIGHT,
+                               max_steps=plan.raw["train"]["max_steps"] if plan.raw["train"]["max_steps"] < 10**6
+                               else None, resumed_from=plan.resumed_from)
+            time.sleep(0.2)
+            for label, (plan, proc, log) in list(running.items()):
+                info = read_json(plan.run_dir / "progress.json")
+                if info:
+                    progress.update(label, info)
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                log.close()
+                del running[label]
+                result = read_json(plan.run_dir / "result.json") or {}
+                if rc == 0 and result.get("status") == FINISHED:
+                    progress.finish(label, "finished")
+                elif (rc in (EXIT_INTERRUPTED, 130, -signal.SIGTERM, -signal.SIGINT) and state["stopping"]) \
+                        or result.get("status") == "interrupted":
+                    progress.finish(label, "stopped" + (f" at step {result['train']['steps']} (checkpoint saved)"
+                                                        if result.get("train") else ""))
+                    stopped.append(label)
+                else:
+                    progress.finish(label, f"failed (exit code {rc}; see {plan.run_dir / 'worker.log'})")
+                    failed.append(f"{label}: exit code {rc}, log {plan.run_dir / 'worker.log'}")
+                    on_signal(signal.SIGTERM, 1)  # one failure stops the comparison; the others checkpoint
+    if failed:
+        raise RemaskError("a run of the comparison failed: " + "; ".join(failed)
+                          + " (finished runs are kept; fix the cause and continue with --resume)")
+    return stopped + [p.label for p, _ in pending]
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume: bool = False, jobs: int = 1,
+                report_only: bool = False, stream: Any = None) -> Path:
+    """Run every pipeline for every seed, then write ``report.md``, plots and manifests.
+
+    ``resume``: reuse finished runs and resume interrupted ones from their checkpoint, after checking
+    that each was made under the same protocol and code. ``jobs``: runs at once, each in its own
+    process with ``cores // jobs`` torch threads. ``report_only``: rebuild ``report.md`` and the plots
+    from ``results.json`` and ``manifest.json`` in the output directory, without training.
+    A signal stops the whole comparison (:class:`ComparisonStopped`); nothing is reported then."""
     from ..environment import env_info
     from ..engine.reporting import git_revision
 
     spec, base = load_compare_spec(spec_path)
     out = Path(output_dir or spec.output_dir)
+    if report_only:
+        return _report_from_disk(spec, spec_path, out)
+    if jobs < 1:
+        raise RemaskError(f"--jobs {jobs}: give at least 1")
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RemaskError("--jobs N runs several single-process runs at once; under accelerate launch use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
-    ev = EvalConfig.model_validate({**(base.get("eval") or {}), **spec.eval})
-    ks = sorted({1, *[k for k in (2, 4, 8, 16, 32, 64) if k <= ev.samples_per_prompt], ev.samples_per_prompt})
-    runs: list[dict[str, Any]] = []
-    entries: list[PipelineEntry | None] = ([None] if spec.evaluate_base else []) + list(spec.pipelines)
-    total = len(entries) * len(spec.seeds)
-    done = 0
-    for seed in spec.seeds:
-        for entry in entries:
-            name = entry.name if entry is not None else "base (untrained)"
-            run_dir = out / "runs" / name.split(" ")[0] / f"seed-{seed}"
-            raw = pipeline_raw_config(base, spec, entry, seed, run_dir)
-            done += 1
-            print(f"[{done}/{total}] {name} seed {seed}", flush=True)
-            record = _run_one(raw, f"{spec_path}:{name}", train_it=entry is not None)
-            record.update({"pipeline": name, "seed": seed,
-                           "differs": {"set": entry.set, "override": entry.override} if entry else {}})
-            runs.append(record)
-            (run_dir / "result.json").write_text(json.dumps(record, indent=2, default=str))
+    code = code_revision()
+    plans = _plan_runs(spec, base, out)
+    if resume:
+        _check_resumable(plans, code)
+    todo = [p for p in plans if p.action != "reuse"]
+    threads = max(1, _cores() // jobs) if jobs > 1 else None
+    if jobs > 1 and jobs > _cores():
+        print(f"note: --jobs {jobs} on {_cores()} cores: each run gets 1 torch thread and they share cores", flush=True)
+    progress = ComparisonProgress(len(plans), reused=len(plans) - len(todo), stream=stream,
+                                  budget=spec.budget.describe())
+    for p in todo:
+        progress.add_work(1.0 if p.trains else EVAL_ONLY_WEIGHT)
+    if len(plans) > len(todo):
+        progress.message(f"reusing {len(plans) - len(todo)} finished runs (same protocol, {_describe_code(code)})")
+    job_dicts = [_job(p, spec, spec_path, code, threads) for p in todo]
+    started = time.perf_counter()
+    try:
+        if jobs == 1:
+            stopped = _run_in_process(todo, job_dicts, progress)
+        else:
+            stopped = _run_in_workers(todo, job_dicts, progress, jobs, threads or 1)
+    finally:
+        progress.close()
+    if stopped:
+        finished = sum(1 for p in plans if (p.run_dir / "result.json").is_file()
+                       and json.loads((p.run_dir / "result.json").read_text()).get("status") == "finished")
+        raise ComparisonStopped(
+            f"comparison stopped: {finished}/{len(plans)} runs finished, not run or interrupted: "
+            f"{', '.join(stopped)}; nothing was reported. Continue with: remask compare {spec_path} --resume"
+            + (f" --out {output_dir}" if output_dir else ""))
+    from .run import read_json
+
+    runs = [read_json(p.run_dir / "result.json") for p in plans]
+    manifest = {"spec": str(spec_path), "spec_resolved": spec.model_dump(mode="json"), "env": env_info(),
+                "git": git_revision(Path(spec_path).resolve().parent), "code": code, "jobs": jobs,
+                "threads_per_run": threads, "seconds": time.perf_counter() - started,
+                "reused_runs": len(plans) - len(todo)}
+    from .run import write_json_atomic
+
+    write_json_atomic(out / "manifest.json", manifest)
+    write_json_atomic(out / "results.json", runs)
+    return write_report(spec, spec_path, runs, manifest, out)
+
+
+def _report_from_disk(spec: CompareSpec, spec_path: str | Path, out: Path) -> Path:
+    from .run import read_json
+
+    runs, manifest = read_json(out / "results.json"), read_json(out / "manifest.json")
+    if runs is None or manifest is None:
+        raise RemaskError(f"--report-only: {out} holds no results.json and manifest.json of a finished comparison")
+    stored = dict(manifest.get("spec_resolved") or {})
+    current = spec.model_dump(mode="json")
+    stored.pop("output_dir", None)
+    current.pop("output_dir", None)
+    diff = protocol_difference(stored, current)
+    if diff is not None:
+        raise RemaskError(f"--report-only: {out} was made from a different spec ({diff})")
+    return write_report(spec, spec_path, runs, manifest, out)
+
+
+def write_report(spec: CompareSpec, spec_path: str | Path, runs: list[dict[str, Any]], manifest: Mapping[str, Any],
+                 out: Path) -> Path:
+    """``report.md`` and the plots from finished run records (no training, no evaluation)."""
+    ev = EvalConfig.model_validate({**spec.eval})
+    n = int(runs[0]["eval"]["samples_per_prompt"]) if runs else ev.samples_per_prompt
+    ks = sorted({1, *[k for k in (2, 4, 8, 16, 32, 64) if k <= n], n})
     rows = summary_rows(runs, ks)
     plots = write_plots(runs, out, ks)
-    manifest = {"spec": str(spec_path), "spec_resolved": spec.model_dump(mode="json"), "env": env_info(),
-                "git": git_revision(Path(spec_path).resolve().parent)}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    (out / "results.json").write_text(json.dumps(runs, indent=2, default=str))
     sampler = runs[0]["eval"]["sampler"] if runs else {}
+    env = manifest.get("env") or {}
+    seconds = manifest.get("seconds")
     lines = [
         f"# Comparison: {Path(spec_path).name}",
         "",
         f"Base pipeline `{spec.base}`; budget {spec.budget.describe()} per run; seeds {spec.seeds}; "
         f"cells are mean ± sample std over seeds [95% Student-t half-width].",
-        f"Evaluation: split `{ev.split}`, {ev.limit or 'all'} problems, greedy accuracy plus "
-        f"{ev.samples_per_prompt} samples per prompt for pass@k; sampler `{json.dumps(sampler, sort_keys=True)}`.",
+        f"Evaluation: split `{ev.split}`, {ev.limit or 'all'} problems; greedy accuracy from one temperature-0 "
+        f"completion per problem, pass@k from {n} samples per problem at the sampler's temperature "
+        f"({sampler.get('sampled_temperature')}); sampler `{json.dumps(sampler, sort_keys=True)}`.",
         "",
         markdown_table(rows),
         "## What each pipeline changes",
@@ -261,7 +542,10 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None) -> Path
         lines.append(f"- **{entry.name}**: set `{json.dumps(entry.set, sort_keys=True)}`, "
                      f"override `{json.dumps(entry.override, sort_keys=True)}`")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    lines += ["", f"Reproduce: `remask compare {spec_path}`. Machine: {manifest['env'].get('device')}, "
-              f"torch {manifest['env'].get('torch')}, remask {manifest['env'].get('remask')}."]
+    timing = (f" The whole comparison took {seconds / 60:.1f} min of wall time"
+              f" with --jobs {manifest.get('jobs', 1)}." if isinstance(seconds, (int, float)) else "")
+    lines += ["", f"Reproduce: `remask compare {spec_path}`; rebuild this report and its plots from results.json "
+              f"without training: `remask compare {spec_path} --report-only --out {out}`. Machine: "
+              f"{env.get('device')}, torch {env.get('torch')}, remask {env.get('remask')}.{timing}"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"

@@ -12,7 +12,7 @@ from typing import Any
 
 from .metrics import confidence_interval, mean_std
 
-__all__ = ["summary_rows", "markdown_table", "write_plots", "fmt_ci"]
+__all__ = ["summary_rows", "markdown_table", "write_plots", "fmt_ci", "pipeline_colours"]
 
 
 def fmt_ci(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
@@ -62,69 +62,129 @@ def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _curves(runs: Sequence[Mapping[str, Any]], x_key: str) -> dict[str, list[tuple[list[float], list[float]]]]:
-    out: dict[str, list[tuple[list[float], list[float]]]] = {}
+def pipeline_colours(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """One colour per pipeline, the same in every plot: matplotlib's cycle in order of appearance."""
+    names = list(dict.fromkeys(r["pipeline"] for r in runs))
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def _by_pipeline(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
-        hist = r["train"].get("history", [])
-        if not hist:  # the untrained base has no training curve
-            continue
-        xs = [h[x_key] for h in hist if x_key in h and "train/reward" in h]
-        ys = [h["train/reward"] for h in hist if x_key in h and "train/reward" in h]
-        out.setdefault(r["pipeline"], []).append((xs, ys))
+        out.setdefault(r["pipeline"], []).append(r)
     return out
 
 
+def _aligned_curves(rs: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tuple[list[float], list[list[float]]]:
+    """Seeds of one pipeline aligned by optimizer step: x (mean over seeds) and one y column per step,
+    cut to the shortest seed so every point averages the same seeds."""
+    curves = []
+    for r in rs:
+        hist = [h for h in r["train"].get("history", []) if x_key in h and y_key in h and h[y_key] == h[y_key]]
+        if hist:
+            curves.append(hist)
+    if not curves:
+        return [], []
+    n = min(len(c) for c in curves)
+    xs = [sum(float(c[i][x_key]) for c in curves) / len(curves) for i in range(n)]
+    ys = [[float(c[i][y_key]) for c in curves] for i in range(n)]
+    return xs, ys
+
+
+def _integer_axis(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def write_plots(runs: Sequence[Mapping[str, Any]], out_dir: Path, ks: Sequence[int]) -> list[Path]:
-    """reward vs step, reward vs forward passes, pass@k curves, distinct correct; returns the PNGs."""
+    """reward vs step, reward vs forward passes, pass@k curves, distinct correct; returns the PNGs.
+
+    One colour per pipeline in every plot (:func:`pipeline_colours`); several seeds are drawn as
+    their mean with a shaded band of the 95% Student-t confidence interval of the mean (training
+    curves) or error bars of the same interval (pass@k), and as one marker per seed (diversity).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    colours = pipeline_colours(runs)
+    by_name = _by_pipeline(runs)
+    seeds = sorted({r["seed"] for r in runs})
+    band = f"line: mean of {len(seeds)} seeds; band: 95% CI of the mean" if len(seeds) > 1 else "one seed"
     paths = []
     for x_key, fname, xlabel in (("step", "reward_vs_step.png", "optimizer step"),
-                                 ("forward_passes", "reward_vs_forward_passes.png", "model forward passes (cumulative)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, (name, curves) in enumerate(_curves(runs, x_key).items()):
-            for j, (xs, ys) in enumerate(curves):
-                ax.plot(xs, ys, color=f"C{i}", alpha=0.8, label=name if j == 0 else None)
+                                 ("forward_passes", "reward_vs_forward_passes.png",
+                                  "model forward passes, cumulative (sampling + losses)")):
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        for name, rs in by_name.items():
+            xs, ys = _aligned_curves(rs, x_key, "train/reward")
+            if not xs:  # the untrained base has no training curve
+                continue
+            stats = [confidence_interval(col) for col in ys]
+            mean = [m for m, _ in stats]
+            ax.plot(xs, mean, color=colours[name], lw=1.4, label=name)
+            if len(ys[0]) > 1:
+                lo = [m - h for m, h in stats]
+                hi = [m + h for m, h in stats]
+                ax.fill_between(xs, lo, hi, color=colours[name], alpha=0.18, lw=0)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("train/reward")
-        ax.legend()
+        ax.set_ylabel("train reward (mean over the batch's completions)")
+        ax.set_title(f"Training reward ({band})", fontsize=9)
+        _integer_axis(ax.xaxis)
+        ax.legend(title="pipeline", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out_dir / fname, dpi=110)
         plt.close(fig)
         paths.append(out_dir / fname)
 
-    by_name: dict[str, list[Mapping[str, Any]]] = {}
-    for r in runs:
-        by_name.setdefault(r["pipeline"], []).append(r)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (name, rs) in enumerate(by_name.items()):
-        means = []
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    offsets = {name: (i - (len(by_name) - 1) / 2) * 0.04 for i, name in enumerate(by_name)}
+    for name, rs in by_name.items():
+        means, halves = [], []
         for k in ks:
-            vals = [r["eval"]["pass_at_k"].get(str(k), r["eval"]["pass_at_k"].get(k)) for r in rs]
-            means.append(100 * sum(vals) / len(vals))
-        ax.plot(list(ks), means, marker="o", color=f"C{i}", label=name)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (%)")
-    ax.legend()
+            vals = [100 * float(r["eval"]["pass_at_k"].get(str(k), r["eval"]["pass_at_k"].get(k, float("nan"))))
+                    for r in rs]
+            m, h = confidence_interval([v for v in vals if v == v])
+            means.append(m)
+            halves.append(h if h == h else 0.0)
+        xs = [k * (1 + offsets[name]) for k in ks]  # a small horizontal dodge so error bars do not overlap
+        ax.errorbar(xs, means, yerr=halves if len(rs) > 1 else None, marker="o", ms=4, capsize=3,
+                    color=colours[name], label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ks), [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k (% of problems)")
+    ax.set_title("pass@k, sampled at the sampler's temperature" + (
+        f" (mean of {len(seeds)} seeds ± 95% CI)" if len(seeds) > 1 else ""), fontsize=9)
+    ax.legend(title="pipeline", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_dir / "pass_at_k.png", dpi=110)
     plt.close(fig)
     paths.append(out_dir / "pass_at_k.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     names = list(by_name)
-    vals = [[r["eval"]["distinct_correct"] for r in by_name[n]] for n in names]
-    ax.bar(range(len(names)), [sum(v) / len(v) for v in vals], color=[f"C{i}" for i in range(len(names))])
-    for i, v in enumerate(vals):
-        ax.scatter([i] * len(v), v, color="black", s=12, zorder=3)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("distinct correct completions per prompt")
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    for i, name in enumerate(names):
+        vals = [float(r["eval"]["distinct_correct"]) for r in by_name[name]]
+        vals_ok = [v for v in vals if v == v]
+        ax.bar(i, sum(vals_ok) / len(vals_ok) if vals_ok else 0.0, color=colours[name], alpha=0.75)
+        for r, v in zip(by_name[name], vals):
+            m = markers[seeds.index(r["seed"]) % len(markers)]
+            ax.scatter([i + 0.12 * (seeds.index(r["seed"]) - (len(seeds) - 1) / 2)], [v], marker=m, color="black",
+                       s=18, zorder=3, label=f"seed {r['seed']}" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel("distinct correct completions per prompt (count)")
+    ax.set_title("Diversity of correct samples (bar: mean over seeds)", fontsize=9)
+    if len(seeds) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(out_dir / "diversity.png", dpi=110)
     plt.close(fig)

@@ -1,0 +1,160 @@
+"""`remask compare` as a researcher runs it: a signal stops the whole comparison and nothing
+unfinished is reported; `--resume` reuses finished runs and continues interrupted ones bit for bit,
+and refuses runs made under another protocol or code; `--jobs 2` gives the same numbers as one at a
+time; `--report-only` rebuilds the report from results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from remask.errors import RemaskError
+from remask.harness import compare
+from remask.harness.compare import ComparisonStopped, run_compare
+
+# the shipped model, so that rewards, losses and gradients are not all zero
+BASE = {
+    "model": {"name": "tiny", "path": "builtin:tiny-arith"},
+    "task": {"name": "arithmetic", "digits": 2, "train_size": 64, "test_size": 16},
+    "sampler": {"name": "llada", "gen_length": 4, "block_length": 4, "steps": 4, "temperature": 1.0},
+    "rewards": [{"name": "arithmetic-correct"}, {"name": "arithmetic-digits"}],
+    "advantage": {"name": "group-mean"},
+    "objective": {"name": "d1", "beta": 0.0},
+    "train": {"prompts_per_step": 4, "group_size": 4, "learning_rate": 1.0e-3, "log_completions": 0},
+}
+GRPO = {"name": "grpo", "set": {"objective": {"name": "grpo", "beta": 0.0}, "advantage": {"name": "group-mean-std"}}}
+#: wall-clock quantities, the only things allowed to differ between two executions of one run
+_CLOCKS = ("seconds",)
+
+
+def write_spec(tmp_path: Path, *, steps: int, pipelines, out: str = "out", **extra) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    spec = {"base": "base.yaml", "output_dir": str(tmp_path / out), "seeds": [0], "evaluate_base": False,
+            "budget": {"optimizer_steps": steps}, "eval": {"limit": 8, "samples_per_prompt": 2, "batch_size": 8},
+            "pipelines": pipelines, **extra}
+    path = tmp_path / f"spec-{out}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def numbers(runs):
+    """Everything a run measured, wall-clock times aside."""
+    def clean(row):
+        return {k: v for k, v in row.items() if k not in _CLOCKS and not k.startswith(("perf/", "timing/"))}
+
+    return [(r["pipeline"], r["seed"], {k: v for k, v in r["eval"].items() if k != "seconds"},
+             [clean(h) for h in r["train"]["history"]]) for r in runs]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_comparison_and_resume_continues_bit_exactly(tmp_path):
+    steps = 12
+    spec = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}, GRPO])
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "remask", "compare", str(spec)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    progress = out / "runs" / "d1" / "seed-0" / "progress.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # stop in the middle of the first run's training
+        info = json.loads(progress.read_text()) if progress.is_file() else {}
+        if info.get("phase") == "train" and info.get("step", 0) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 130, output
+    assert "comparison stopped" in output and "--resume" in output
+    run_dir = out / "runs" / "d1" / "seed-0"
+    stopped = json.loads((run_dir / "result.json").read_text())
+    assert stopped["status"] == "interrupted" and 2 <= stopped["train"]["steps"] < steps, stopped
+    assert (run_dir / f"checkpoint-{stopped['train']['steps']}").is_dir()
+    assert not (out / "report.md").exists() and not (out / "results.json").exists()  # nothing reported
+    assert not (out / "runs" / "grpo").exists()  # the comparison did not go on
+
+    # --resume under the same code (pinned: this shared work tree may change under the test)
+    job = json.loads((run_dir / "job.json").read_text())
+    pinned = pytest.MonkeyPatch()
+    pinned.setattr(compare, "code_revision", lambda: job["code"])
+    try:
+        run_compare(spec, resume=True)
+    finally:
+        pinned.undo()
+    resumed = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in resumed] == ["finished", "finished"]
+    assert [r["train"]["steps"] for r in resumed] == [steps, steps]
+    assert [h["step"] for h in resumed[0]["train"]["history"]] == [float(s) for s in range(1, steps + 1)]
+
+    # the same comparison without interruption: identical metrics at every step and evaluation
+    fresh = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}, GRPO], out="fresh")
+    run_compare(fresh)
+    assert numbers(resumed) == numbers(json.loads((tmp_path / "fresh" / "results.json").read_text()))
+
+
+@pytest.mark.slow
+def test_resume_reuses_finished_runs_and_refuses_another_protocol_or_code(tmp_path, monkeypatch):
+    code = {"commit": "a" * 40, "dirty": False, "remask": "0.1.0", "torch": "2"}
+    monkeypatch.setattr(compare, "code_revision", lambda: dict(code))
+    spec = write_spec(tmp_path, steps=2, pipelines=[{"name": "d1"}])
+    run_compare(spec)
+    result = tmp_path / "out" / "runs" / "d1" / "seed-0" / "result.json"
+    before = result.stat().st_mtime_ns
+    run_compare(spec, resume=True)  # nothing to do: the finished run is reused, not retrained
+    assert result.stat().st_mtime_ns == before
+
+    monkeypatch.setattr(compare, "code_revision", lambda: {**code, "commit": "b" * 40})
+    with pytest.raises(RemaskError, match=r"made with commit aaaaaaaaaa.*this is commit bbbbbbbbbb"):
+        run_compare(spec, resume=True)
+
+    monkeypatch.setattr(compare, "code_revision", lambda: dict(code))
+    changed = yaml.safe_load(spec.read_text())
+    changed["pipelines"][0]["override"] = {"train.learning_rate": 3.0e-3}
+    spec.write_text(yaml.safe_dump(changed))
+    with pytest.raises(RemaskError, match=r"different protocol \(train.learning_rate: 0.001 then, 0.003 now\)"):
+        run_compare(spec, resume=True)
+    assert result.stat().st_mtime_ns == before  # refused before touching anything
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_same_numbers_as_one_at_a_time_and_the_report_rebuilds(tmp_path):
+    pipelines = [{"name": "d1"}, GRPO]
+    one = write_spec(tmp_path, steps=3, pipelines=pipelines, out="one", evaluate_base=True)
+    two = write_spec(tmp_path, steps=3, pipelines=pipelines, out="two", evaluate_base=True)
+    run_compare(one, jobs=1)
+    run_compare(two, jobs=2)
+    first = json.loads((tmp_path / "one" / "results.json").read_text())
+    second = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert [r["pipeline"] for r in first] == ["base (untrained)", "d1", "grpo"]
+    assert any(h["train/loss"] != 0.0 for r in first[1:] for h in r["train"]["history"])  # not a vacuous check
+    assert numbers(first) == numbers(second)
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["jobs"] == 2 and manifest["threads_per_run"] >= 1
+
+    # the report and plots come back from results.json alone
+    report = tmp_path / "two" / "report.md"
+    text = report.read_text()
+    for png in tmp_path.joinpath("two").glob("*.png"):
+        png.unlink()
+    report.unlink()
+    run_compare(two, report_only=True)
+    assert report.read_text() == text
+    assert len(list(tmp_path.joinpath("two").glob("*.png"))) == 4
+
+
+def test_stopped_comparison_is_an_error_with_exit_code_130():
+    assert issubclass(ComparisonStopped, RemaskError) and ComparisonStopped.exit_code == 130
+
+
+def test_report_only_refuses_a_directory_without_results(tmp_path):
+    spec = write_spec(tmp_path, steps=2, pipelines=[{"name": "d1"}])
+    with pytest.raises(RemaskError, match="no results.json"):
+        run_compare(spec, report_only=True)
