@@ -547,5 +547,12 @@ def write_report(spec: CompareSpec, spec_path: str | Path, runs: list[dict[str, 
     lines += ["", f"Reproduce: `remask compare {spec_path}`; rebuild this report and its plots from results.json "
               f"without training: `remask compare {spec_path} --report-only --out {out}`. Machine: "
               f"{env.get('device')}, torch {env.get('torch')}, remask {env.get('remask')}.{timing}"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    return out / "report.md"
+    report = out / "report.md"
+    notes = ""
+    if report.is_file():  # notes written by hand below the generated part survive a rebuild
+        previous = report.read_text()
+        at = previous.find("\n", previous.find("\nReproduce: `remask compare ") + 1)
+        if previous.find("\nReproduce: `remask compare ") >= 0 and at >= 0:
+            notes = previous[at + 1:]
+    report.write_text("\n".join(lines) + "\n" + notes)
+    return report

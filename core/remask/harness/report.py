@@ -39,7 +39,7 @@ def summary_rows(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[d
         row = {
             "pipeline": name,
             "seeds": str(len(rs)),
-            "greedy acc %": fmt_ci([e["greedy_accuracy"] for e in ev], 100),
+            "greedy accuracy %": fmt_ci([e["greedy_accuracy"] for e in ev], 100),
         }
         for k in ks:
             row[f"pass@{k} %"] = fmt_ci([e["pass_at_k"].get(str(k), e["pass_at_k"].get(k, float("nan"))) for e in ev], 100)
