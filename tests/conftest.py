@@ -18,6 +18,9 @@ os.environ.update(
         "TOKENIZERS_PARALLELISM": "false",
     }
 )
+# one torch thread per test process (and per subprocess it starts): the engine's default would be
+# every core, which oversubscribes a 2-core CI machine running `pytest -n 2`
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -35,3 +38,21 @@ def _fresh_registry(monkeypatch):
     reset_registry()
     yield
     reset_registry()
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say how many code-sandbox tests did not run and why: without bubblewrap the sandbox cannot
+    start, and a green run would otherwise hide that a whole part of remask went untested."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    sandbox = [r for r in skipped if "bubblewrap" in _skip_reason(r) or "bwrap" in _skip_reason(r)]
+    if sandbox:
+        terminalreporter.write_sep(
+            "-", f"{len(sandbox)} code-sandbox tests skipped: {_skip_reason(sandbox[0])}; "
+            "install it (apt-get install bubblewrap, as .ci/run does) to run the full suite", yellow=True)

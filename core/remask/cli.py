@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .environment import env_info
+from .environment import env_info, namespace_shadowing
 from .errors import ConfigError, RemaskError
 
 __all__ = ["main", "COMMANDS", "env_info"]
@@ -35,6 +35,10 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 def _err(line: str) -> None:
     print(f"remask: error: {line}", file=sys.stderr)
+
+
+def _warn(line: str) -> None:
+    print(f"remask: warning: {line}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +63,11 @@ def _plugins(args: argparse.Namespace, extra: list[str]) -> int:
             "problems": [{"plugin": p.plugin, "distribution": p.distribution, "version": p.version,
                           "message": p.message} for p in problems],
         }, indent=2))
+    elif not sys.stdout.isatty():
+        # piped or redirected: whole lines, tab-separated, never cut to a terminal width
+        print("\t".join(("kind", "name", "distribution", "version", "summary")))
+        for c in comps:
+            print("\t".join((c.kind, c.name, c.distribution, c.version, c.summary)))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -123,8 +132,13 @@ def _validate(args: argparse.Namespace, extra: list[str]) -> int:
               f"{sft.train.max_steps} steps of {sft.train.prompts_per_step} rows")
         return 0
     cfg = load_cli_config(args.config, extra)
+    from .planner import runtime_problems  # settings this machine or the model adapter cannot run
+
+    unrunnable = runtime_problems(cfg)
+    if unrunnable:
+        raise ConfigError([f"{args.config}: {p}" for p in unrunnable])
     for p in get_registry().all_problems():
-        _err(f"warning: {p.line()}")
+        _warn(f"{p.line()} (commands that run a pipeline refuse to start until it is fixed or disabled)")
     steps = f"{cfg.train.max_steps} steps of {cfg.train.prompts_per_step} prompts x {cfg.train.group_size}"
     selector = f" + {cfg.step_selector.name}" if cfg.step_selector else ""
     print(
@@ -204,10 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(exc: OSError) -> str | None:
+    """One line for an environment error a user can fix (full disk, read-only or missing place)."""
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}; free some and continue with --resume "
+                "(the last complete checkpoint is intact)")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}"
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOENT):
+        return f"{exc.strerror}{where}"
+    return None
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (``remask plugins | head``): stop quietly, as a SIGPIPE'd process does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     try:
+        shadow = namespace_shadowing()
+        if shadow:
+            raise RemaskError(shadow)
         parser = build_parser()
         # `remask CONFIG [--a.b v]` and a bare `remask` mean `remask train ...`
         if "train" in COMMANDS and (not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-"))):
@@ -228,12 +270,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as exc:
+        line = _os_error(exc)
+        if line is None or os.environ.get("REMASK_DEBUG"):
+            return _internal_error(exc)
+        _err(line)
+        return 2
     except Exception as exc:
-        if os.environ.get("REMASK_DEBUG"):
-            raise
-        _err(f"internal error: {type(exc).__name__}: {exc} (this is a remask bug; rerun with REMASK_DEBUG=1 "
-             "for the traceback and report it with the output of `remask env`)")
-        return 1
+        return _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> int:
+    if os.environ.get("REMASK_DEBUG"):
+        raise exc
+    _err(f"internal error: {type(exc).__name__}: {exc} (this is a remask bug; rerun with REMASK_DEBUG=1 "
+         "for the traceback and report it with the output of `remask env`)")
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m remask.cli`

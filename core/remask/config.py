@@ -41,6 +41,8 @@ __all__ = [
     "parse_config",
     "apply_overrides",
     "parse_override_args",
+    "OverrideText",
+    "unknown_sections",
     "SECTION_KINDS",
 ]
 
@@ -76,6 +78,16 @@ class TrainConfig(_Strict):
     """Engine settings: everything that is not algorithmic."""
 
     output_dir: str = Field("runs/remask", description="Run directory: logs, checkpoints, manifest.")
+    overwrite_output_dir: bool = Field(
+        False,
+        description="Start a new run in a non-empty output_dir, deleting the earlier run's checkpoints and logs "
+                    "(`--overwrite`); without it a new run refuses such a directory.",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1,
+        description="torch intra-op threads per process; None: OMP_NUM_THREADS when set, else the CPU cores "
+                    "available to this process divided by the processes on this machine (LOCAL_WORLD_SIZE).",
+    )
     seed: int = Field(0, description="Seed of every RNG stream (sampling, likelihood masks, data order).")
     max_steps: int = Field(100, ge=0, description="Optimizer steps to run.")
     prompts_per_step: int = Field(4, ge=1, description="Distinct prompts per optimizer step (global, all processes).")
@@ -88,8 +100,13 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     adam_betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = Field(
-        "constant_with_warmup", description="Learning-rate schedule."
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "cosine_with_min_lr", "linear"] = Field(
+        "constant_with_warmup",
+        description="Learning-rate schedule, as transformers' get_scheduler names them (cosine_with_min_lr: half a "
+                    "cosine from the peak down to min_lr_rate x peak).",
+    )
+    min_lr_rate: float = Field(
+        0.0, ge=0, le=1, description="cosine_with_min_lr: the final learning rate as a fraction of the peak."
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm to this value (None: no clipping).")
@@ -100,8 +117,13 @@ class TrainConfig(_Strict):
         description="Train with dropout active. Off by default so that the first inner update's ratio is exactly 1.",
     )
     lora: LoraSettings | None = Field(None, description="Train a LoRA adapter instead of all weights.")
-    sync_ref_every: int | None = Field(
-        None, ge=1, description="Without LoRA: copy the policy into the frozen reference every N steps."
+    ref_update_every: int | None = Field(
+        None, ge=1,
+        description="Without LoRA: every N optimizer steps move the frozen reference towards the policy, "
+                    "ref <- ref_mix_alpha * policy + (1 - ref_mix_alpha) * ref (TRL's sync_ref_model).",
+    )
+    ref_mix_alpha: float = Field(
+        1.0, gt=0, le=1, description="Mixing weight of the policy in a reference update (1: copy the policy)."
     )
     max_forward_passes: int | None = Field(
         None, ge=1, description="Also stop once sampling and losses have run this many model forward passes."
@@ -302,9 +324,7 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{source}: the config must be a mapping of sections (got {type(raw).__name__})"])
-    for key in raw:
-        if key not in _TOP_LEVEL:
-            problems.append(f"{key}: unknown section{_suggest(str(key), _TOP_LEVEL)}; sections: {', '.join(_TOP_LEVEL)}")
+    problems.extend(unknown_sections(raw))
     for key in _REQUIRED:
         if key not in raw or raw[key] is None:
             problems.append(f"{key}: required section is missing")
@@ -338,6 +358,12 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return PipelineConfig(source=source, **built)
+
+
+def unknown_sections(raw: Mapping[str, Any]) -> list[str]:
+    """One problem per top-level key that is no section of a pipeline (``trian:``), with a suggestion."""
+    return [f"{key}: unknown section{_suggest(str(key), _TOP_LEVEL)}; sections: {', '.join(_TOP_LEVEL)}"
+            for key in raw if key not in _TOP_LEVEL]
 
 
 def _check_batch_arithmetic(built: Mapping[str, Any], num_processes: int = 1) -> list[str]:
@@ -379,10 +405,11 @@ def check_batch_arithmetic(train: TrainConfig, *, num_processes: int = 1, whole_
         valid = [d for d in range(1, rows + 1) if rows % d == 0 and d % unit == 0]
         if rows % mb or mb % unit:
             why = " and a multiple of group_size (this objective compares rows of one group)" if whole_groups else ""
+            what = (f"{mb} does not divide the {rows} rows per process" if rows % mb else
+                    f"{mb} divides the {rows} rows per process but is not a multiple of group_size {g}")
             problems.append(
-                f"train.micro_batch_size: {mb} does not divide the {rows} rows per process "
-                f"(prompts_per_step {train.prompts_per_step} x group_size {g} / {num_processes} processes){why}; "
-                f"valid values: {valid}"
+                f"train.micro_batch_size: {what} (prompts_per_step {train.prompts_per_step} x group_size {g} / "
+                f"{num_processes} processes); it must divide them{why}; valid values: {valid}"
             )
     return problems
 
@@ -392,6 +419,16 @@ def check_batch_arithmetic(train: TrainConfig, *, num_processes: int = 1, whole_
 # ---------------------------------------------------------------------------------------------
 
 
+class OverrideText(str):
+    """A value as typed after ``--section.field`` on the command line. :func:`apply_overrides` reads
+    it by the target field's type: a text field (``str``, a ``Literal`` of strings) takes the text
+    as typed (``--train.mixed_precision no`` is ``"no"``, not YAML 1.1's ``False``); any other
+    field takes it as YAML (``0.02``, ``true``, ``[1, 2]``, ``null``)."""
+
+
+_NULLS = ("null", "Null", "NULL", "~", "None", "none")
+
+
 def _coerce(value: str) -> Any:
     try:
         return yaml.safe_load(value)
@@ -399,10 +436,83 @@ def _coerce(value: str) -> Any:
         return value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Set dotted paths in ``raw`` (``objective.beta``, ``rewards.0.weight``), in place."""
+def _text_field(annotation: Any) -> tuple[bool, bool]:
+    """(takes text as typed, accepts None) for a pydantic field annotation."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation is str:
+        return True, False
+    if origin is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation)), False
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        text = bool(rest) and all(_text_field(a)[0] for a in rest)
+        return text, len(rest) < len(args)
+    return False, False
+
+
+def _target_field(raw: Mapping[str, Any], parts: Sequence[str], registry: Registry | None) -> Any:
+    """The annotation of the field a dotted path names, or None when it cannot be told."""
+    import typing
+
+    section = parts[0]
+    model: Any = None
+    rest = list(parts[1:])
+    if section == "train":
+        model = TrainConfig
+    elif section == "eval":
+        model = EvalConfig
+    elif section in SECTION_KINDS:
+        node: Any = raw.get(section)
+        if section == "rewards" and isinstance(node, list) and rest and rest[0].isdigit():
+            node = node[int(rest[0])] if int(rest[0]) < len(node) else None
+            rest = rest[1:]
+        if rest in (["name"], ["alias"]):
+            return str
+        if isinstance(node, str):
+            node = {"name": node}
+        name = node.get("name") if isinstance(node, Mapping) else None
+        if not isinstance(name, str):
+            return None
+        try:
+            model = (registry or get_registry()).get(SECTION_KINDS[section], name).Config
+        except Exception:  # noqa: BLE001 - an unknown component: validation reports it
+            return None
+    for i, part in enumerate(rest):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        if i == len(rest) - 1:
+            return annotation
+        nested = [a for a in (typing.get_args(annotation) or (annotation,)) if hasattr(a, "model_fields")]
+        if not nested:
+            return None
+        model = nested[0]
+    return None
+
+
+def _typed_value(raw: Mapping[str, Any], parts: Sequence[str], text: str, registry: Registry | None) -> Any:
+    annotation = _target_field(raw, parts, registry)
+    takes_text, nullable = _text_field(annotation) if annotation is not None else (False, False)
+    if not takes_text:
+        return _coerce(text)
+    if nullable and text in _NULLS:
+        return None
+    return str(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], *,
+                    registry: Registry | None = None) -> dict[str, Any]:
+    """Set dotted paths in ``raw`` (``objective.beta``, ``rewards.0.weight``), in place. Values typed
+    on the command line (:class:`OverrideText`) are read by the type of the field they set."""
     for dotted, value in overrides.items():
         parts = dotted.split(".")
+        if isinstance(value, OverrideText):
+            value = _typed_value(raw, parts, value, registry) if len(parts) > 1 else _coerce(value)
         node: Any = raw
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]
@@ -429,7 +539,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
 
 
 def parse_override_args(args: Sequence[str]) -> dict[str, Any]:
-    """``["--objective.beta", "0.02", "--train.max_steps=5"]`` -> ``{"objective.beta": 0.02, ...}``."""
+    """``["--objective.beta", "0.02", "--train.max_steps=5"]`` -> ``{"objective.beta": "0.02", ...}``,
+    each value an :class:`OverrideText` that :func:`apply_overrides` reads by its field's type."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -447,7 +558,7 @@ def parse_override_args(args: Sequence[str]) -> dict[str, Any]:
             i += 2
         if "." not in key and key not in _TOP_LEVEL:
             raise ConfigError([f"--{key}: overrides name a field path such as --objective.beta"])
-        out[key] = _coerce(value)
+        out[key] = OverrideText(value)
     return out
 
 
@@ -455,9 +566,14 @@ def read_yaml(path: str | Path) -> Any:
     """Load YAML, turning syntax errors into one line with file, line and column."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a YAML file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset "
+                           f"{exc.start}); a config is YAML text"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
@@ -468,7 +584,7 @@ def read_yaml(path: str | Path) -> Any:
         what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         raise ConfigError([f"{where}: malformed YAML: {what}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: malformed YAML: {exc}"]) from None
+        raise ConfigError([f"{path}: malformed YAML: {' '.join(str(exc).split())}"]) from None
 
 
 def load_config(
@@ -482,5 +598,5 @@ def load_config(
     if overrides:
         if not isinstance(raw, dict):
             raise ConfigError([f"{path}: the config must be a mapping of sections"])
-        apply_overrides(raw, overrides)
+        apply_overrides(raw, overrides, registry=registry)
     return parse_config(raw, source=str(path), registry=registry)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -114,10 +114,16 @@ class Registry:
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Import and register every entry point of ``group``, honouring the env allow/block lists."""
+        from .environment import namespace_shadowing
+
+        shadow = namespace_shadowing()
+        if shadow:
+            self.problems.append(PluginProblem("remask", "remask", "?", shadow))
         allow = _env_list("REMASK_PLUGINS")
         block = _env_list("REMASK_DISABLE_PLUGINS") or set()
         seen: set[str] = set()
-        for ep in sorted(md.entry_points(group=group), key=lambda e: e.name):
+        entry_points = sorted(md.entry_points(group=group), key=lambda e: e.name)
+        for ep in entry_points:
             if ep.name in seen:
                 continue
             seen.add(ep.name)
@@ -135,6 +141,12 @@ class Registry:
                 )
                 continue
             self.register_plugin(module, name=ep.name, distribution=dist, version=version)
+        unknown = sorted((allow or set()) - seen)
+        if unknown:  # a typo in the allow list must not silently run without the plugin
+            known = ", ".join(sorted(seen)) or "(none installed)"
+            self.problems.append(PluginProblem(
+                unknown[0], "REMASK_PLUGINS", "", f"names {', '.join(map(repr, unknown))}, which no installed "
+                f"distribution provides as a {group!r} entry point; installed: {known}"))
 
     def register_plugin(self, plugin: Any, *, name: str, distribution: str = "", version: str = "") -> bool:
         """Register one plugin object (module or instance). Returns False if it was refused."""
@@ -270,21 +282,52 @@ class Registry:
         if problems:
             p = problems[0]
             more = f" (and {len(problems) - 1} more problem(s); `remask plugins` lists them)" if len(problems) > 1 else ""
+            hint = "" if p.distribution == "REMASK_PLUGINS" else f"; disable it with REMASK_DISABLE_PLUGINS={p.plugin}"
             raise PluginError(
-                f"{p.line()}{more}; disable it with REMASK_DISABLE_PLUGINS={p.plugin}",
+                f"{p.line()}{more}{hint}",
                 plugin=p.plugin, distribution=p.distribution,
             )
 
     # -- lifecycle hooks -------------------------------------------------------------------------
 
+    def _lifecycle(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook; an exception in a plugin becomes a :class:`PluginError` naming it."""
+        caller = getattr(self.pm.hook, hook_name)
+        try:
+            caller(**kwargs)
+        except Exception as exc:
+            plugin = _culprit(exc, caller.get_hookimpls())
+            if plugin is None:
+                raise
+            dist, version = self._origin.get(plugin, ("?", "?"))
+            raise PluginError(
+                f"plugin {plugin!r} ({dist} {version}) raised in {hook_name}: {type(exc).__name__}: {exc}; "
+                f"disable it with REMASK_DISABLE_PLUGINS={plugin}",
+                plugin=plugin, distribution=dist,
+            ) from exc
+
     def after_rollout(self, *, rollout: Any, rewards: Any, step: int) -> None:
-        self.pm.hook.after_rollout(rollout=rollout, rewards=rewards, step=step)
+        self._lifecycle("after_rollout", rollout=rollout, rewards=rewards, step=step)
 
     def after_step(self, *, step: int, metrics: dict[str, float]) -> None:
-        self.pm.hook.after_step(step=step, metrics=metrics)
+        self._lifecycle("after_step", step=step, metrics=metrics)
 
     def on_train_end(self, *, output_dir: str, metrics: dict[str, float]) -> None:
-        self.pm.hook.on_train_end(output_dir=output_dir, metrics=metrics)
+        self._lifecycle("on_train_end", output_dir=output_dir, metrics=metrics)
+
+
+def _culprit(exc: BaseException, hookimpls: Sequence[Any]) -> str | None:
+    """The name of the plugin whose hook implementation raised ``exc`` (found in its traceback)."""
+    codes = {impl.function.__code__: impl.plugin_name for impl in hookimpls
+             if hasattr(impl.function, "__code__")}
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:  # the outermost hook frame: the implementation pluggy called
+        name = codes.get(tb.tb_frame.f_code)
+        if name is not None and found is None:
+            found = name
+        tb = tb.tb_next
+    return found
 
 
 _REGISTRY: Registry | None = None

@@ -34,10 +34,14 @@ def group_mean_std_advantages(rewards: Tensor, group_size: int, eps: float = 1e-
     """``A_j = (r_j − mean(r)) / (std(r) + eps)`` with the unbiased std (ddof = 1, as ``torch.std``).
 
     GRPO / DeepSeekMath eq. 3 outcome supervision and TRL's default; spec §3.1. A group of equal
-    rewards gets A = 0. ``[B] -> [B]``.
+    rewards gets exactly A = 0 (a float32 mean can be an ulp off, and dividing that by eps alone
+    would give every row of the group ~6e-4). ``[B] -> [B]``.
     """
     r = rewards.float()  # [B]
-    return (r - group_mean(r, group_size)) / (group_std(r, group_size) + eps)
+    adv = (r - group_mean(r, group_size)) / (group_std(r, group_size) + eps)  # [B]
+    grouped = r.reshape(-1, group_size)  # [B/G, G]
+    equal = (grouped == grouped[:, :1]).all(1, keepdim=True).expand_as(grouped).reshape(r.shape)  # [B]
+    return torch.where(equal, torch.zeros_like(adv), adv)
 
 
 def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:

@@ -108,6 +108,17 @@ def test_validate_bad_config_is_one_line_and_exit_2(fakes, tmp_path, mutate, exp
     assert "Traceback" not in proc.stderr
 
 
+def test_validate_warns_about_a_broken_plugin_as_a_warning(fakes, tmp_path):
+    make_distribution(fakes, "remask-broken", "0.3", {"broken": "remask_broken_plugin"},
+                      {"remask_broken_plugin": "raise ImportError('half-installed')"})
+    p = tmp_path / "ok.yaml"
+    p.write_text(yaml.safe_dump(CONFIG))
+    proc = run_cli("validate", str(p))
+    assert proc.returncode == 0 and "OK" in proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("remask: warning: plugin 'broken' (remask-broken 0.3)") and "remask: error" not in line
+
+
 def test_validate_malformed_yaml(tmp_path):
     p = tmp_path / "broken.yaml"
     p.write_text("model: {name: fake\n")
@@ -131,13 +142,53 @@ def test_plugins_json_lists_fakes_with_distribution(fakes):
 
 
 def test_plugins_table_and_env():
-    proc = run_cli("plugins")
-    assert "remask components" in proc.stdout
+    proc = run_cli("plugins")  # piped: whole tab-separated lines, never cut to a terminal's width
+    lines = proc.stdout.splitlines()
+    assert lines[0].split("\t") == ["kind", "name", "distribution", "version", "summary"]
+    full = {(c["kind"], c["name"]): c["summary"] for c in json.loads(run_cli("plugins", "--json").stdout)["components"]}
+    assert {tuple(line.split("\t")[:2]): line.split("\t")[4] for line in lines[1:]} == full
+    assert any(line.split("\t")[:2] == ["objective", "grpo"] for line in lines)
     env = run_cli("env", "--json")
     assert env.returncode == 0
     info = json.loads(env.stdout)
-    for key in ("python", "torch", "transformers", "peft", "accelerate", "pluggy", "pydantic", "remask", "device"):
+    for key in ("python", "torch", "transformers", "peft", "accelerate", "pluggy", "pydantic", "remask", "device",
+                "torch_threads"):
         assert key in info
+
+
+def test_a_closed_pipe_is_quiet(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m remask plugins | head -n 1; "
+                           "echo rc=${PIPESTATUS[0]} >&2"], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("kind\tname")
+    assert proc.stderr.strip() == "rc=141", proc.stderr  # no traceback, no message: as a SIGPIPE'd tool
+
+
+def test_a_remask_directory_in_the_working_directory_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "remask").mkdir()  # e.g. a checkout named remask, run from its parent
+    proc = subprocess.run([sys.executable, "-m", "remask.cli", "plugins"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"namespace package {tmp_path / 'remask'}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_unknown_name_in_remask_plugins_is_an_error(monkeypatch):
+    from remask.registry import Registry
+
+    monkeypatch.setenv("REMASK_PLUGINS", "grpo,grop")
+    reg = Registry()
+    reg.load_entry_points()
+    lines = [p.line() for p in reg.all_problems()]
+    assert any("'grop'" in line and "REMASK_PLUGINS" in line for line in lines), lines
+    from remask.errors import PluginError
+
+    with pytest.raises(PluginError, match="grop"):
+        reg.raise_problems()
 
 
 def test_usage_error_exit_2():

@@ -83,7 +83,7 @@ def test_valid_config_builds_every_component(tmp_path):
 
 def test_dotted_overrides(tmp_path):
     over = parse_override_args(["--objective.beta", "0.02", "--train.max_steps=7", "--rewards.0.weight", "3"])
-    assert over == {"objective.beta": 0.02, "train.max_steps": 7, "rewards.0.weight": 3}
+    assert over == {"objective.beta": "0.02", "train.max_steps": "7", "rewards.0.weight": "3"}  # read per field
     cfg = load_config(write(tmp_path, BASE), over)
     assert cfg.objective.params.beta == 0.02 and cfg.train.max_steps == 7 and cfg.rewards[0].weight == 3
     assert cfg.replace(**{"objective.clip": 0.3}).objective.params.clip == 0.3
@@ -143,6 +143,10 @@ def test_batch_arithmetic_lists_valid_values():
     assert "valid values: [1, 2, 3, 4, 6, 8, 12, 24]" in line
     (line,) = check_batch_arithmetic(TrainConfig(prompts_per_step=4, group_size=6, micro_batch_size=4), whole_groups=True)
     assert "valid values: [6, 12, 24]" in line
+    # 4 divides the 48 rows; what is wrong is that it cuts groups of 8 (issue 17)
+    (line,) = check_batch_arithmetic(TrainConfig(prompts_per_step=6, group_size=8, micro_batch_size=4), whole_groups=True)
+    assert "4 divides the 48 rows per process but is not a multiple of group_size 8" in line
+    assert "does not divide" not in line
     (line,) = check_batch_arithmetic(TrainConfig(prompts_per_step=3, group_size=2), num_processes=2)
     assert "multiple of 2" in line
     assert check_batch_arithmetic(TrainConfig(prompts_per_step=4, group_size=6, micro_batch_size=12)) == []
@@ -160,3 +164,26 @@ def test_apply_overrides_creates_sections():
     raw = {"model": {"name": "fake"}}
     apply_overrides(raw, {"eval.limit": 5, "train.lora.r": 8})
     assert raw["eval"] == {"limit": 5} and raw["train"] == {"lora": {"r": 8}}
+
+
+def test_overrides_are_read_by_the_type_of_their_field(tmp_path):
+    # YAML 1.1 reads `no` as False and `1e-3` as text; a field's own type decides instead
+    over = parse_override_args(["--train.mixed_precision", "no", "--train.output_dir", "123",
+                                "--train.learning_rate", "1e-3", "--train.offline_rollouts", "null",
+                                "--train.lora.target_modules", "all-linear", "--train.save_total_limit", "null",
+                                "--objective.beta", "0.5"])
+    cfg = load_config(write(tmp_path, BASE), over)
+    assert cfg.train.mixed_precision == "no" and cfg.train.output_dir == "123"
+    assert cfg.train.learning_rate == 1e-3 and cfg.train.offline_rollouts is None
+    assert cfg.train.lora.target_modules == "all-linear" and cfg.train.save_total_limit is None
+    assert cfg.objective.params.beta == 0.5
+
+
+def test_binary_and_non_utf8_configs_are_one_line(tmp_path):
+    for name, data in (("bin.yaml", bytes(range(256))), ("latin1.yaml", "model: caf\xe9\n".encode("latin-1"))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        (line,) = info.value.problems
+        assert line.startswith(f"{path}: not a UTF-8 text file (byte 0x")

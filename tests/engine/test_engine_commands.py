@@ -100,7 +100,7 @@ def test_sft_learns_saves_and_stops_at_target(fakes, tmp_path):
                  "--train.output_dir", str(tmp_path / "sft2")]) == 0
     assert (tmp_path / "final" / "model.safetensors").is_file()
     state = json.loads((tmp_path / "sft2" / "checkpoint-10" / "trainer_state.json").read_text())
-    assert state["global_step"] == 10 and state["command"] == "sft"
+    assert state["global_step"] == 10 and state["remask"]["command"] == "sft"
 
 
 def test_sft_needs_reference_completions(fakes, tmp_path):

@@ -54,7 +54,7 @@ def test_run_writes_trl_metrics_manifest_table_and_checkpoints(make_config, tmp_
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-4", "checkpoint-6"]
     assert not [p for p in run.iterdir() if p.name.startswith(".tmp")]
     state = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())
-    assert state["global_step"] == 6 and state["rollouts_done"] == 3 and state["data"]["offset"] == 6
+    assert state["global_step"] == 6 and state["remask"]["rollouts_done"] == 3 and state["remask"]["data"]["offset"] == 6
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tensorboard"))
@@ -175,7 +175,7 @@ def test_reference_is_disabled_adapter_or_frozen_copy(make_config):
     t2.run()
     assert not t2.reference.uses_disabled_adapter
     assert torch.equal(t2.reference.logits(ids), base.logits(ids))
-    t3 = Trainer(make_config("sync", max_steps=2, sync_ref_every=2))
+    t3 = Trainer(make_config("sync", max_steps=2, ref_update_every=2))
     t3.run()
     assert torch.equal(t3.reference.logits(ids), t3.model.logits(ids).detach())
 

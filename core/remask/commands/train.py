@@ -6,6 +6,9 @@
 
 ``remask`` with no subcommand runs ``train``; without a config it uses ``examples/quickstart.yaml``
 when that file exists. Every command also runs under ``accelerate launch`` (``-m remask.cli``).
+
+Exit codes: 0 done, 2 bad input (one line naming what and where), 130 / 143 stopped by SIGINT /
+SIGTERM after saving a checkpoint (continue with ``--resume``).
 """
 
 from __future__ import annotations
@@ -37,11 +40,19 @@ def _resolve_config(path: str | None) -> str:
     raise ConfigError([f"no config given and {DEFAULT_CONFIG} does not exist here; run `remask train CONFIG`"])
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (it may have been replaced)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging() -> None:
     level = os.environ.get("REMASK_LOG_LEVEL", "INFO").upper()
     logger = logging.getLogger("remask")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("remask: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
@@ -51,19 +62,55 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="pipeline YAML file (default: examples/quickstart.yaml)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue from the newest checkpoint of train.output_dir, or from PATH")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a non-empty train.output_dir, deleting the earlier run's checkpoints "
+                        "and logs (same as --train.overwrite_output_dir true)")
+
+
+def _overrides(args: argparse.Namespace, extra: list[str]) -> dict:
+    from ..config import parse_override_args
+
+    overrides = parse_override_args(extra)
+    if args.overwrite:
+        overrides["train.overwrite_output_dir"] = True
+    return overrides
+
+
+def _plugins_must_be_healthy() -> None:
+    """The rule of every command that runs a pipeline (train, sft, rollouts, eval, compare, diagnose):
+    refuse to start while a plugin is broken, naming it and how to disable it."""
+    from ..registry import get_registry
+
+    get_registry().raise_problems()
+
+
+def _finished(result: dict, what: str) -> int:
+    """The last line of a training command (main process only) and its exit code: 0 when it ran to
+    its end, 130 (SIGINT) or 143 (SIGTERM) when a signal stopped it after saving a checkpoint."""
+    if result.get("interrupted"):
+        code = {"SIGINT": 130, "SIGTERM": 143}.get(str(result.get("stop_signal")), 130)
+        if result.get("is_main", True):
+            print(f"interrupted by {result.get('stop_signal')} at step {result['global_step']}: "
+                  f"checkpoint-{result['global_step']} saved in {result['output_dir']}; continue with --resume",
+                  flush=True)
+        return code
+    if result.get("is_main", True):
+        out = result["output_dir"]
+        print(f"done: {result['global_step']} {what} in {out}: checkpoint-{result['global_step']}/, metrics.jsonl, "
+              f"manifest.json; curves: tensorboard --logdir {out}", flush=True)
+    return 0
 
 
 @command("train", "RL post-training of a diffusion LM from a pipeline config", _train_args)
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..config import load_config
     from ..engine import train
 
     _setup_logging()
     _fix_resume_order(args)
-    cfg = load_cli_config(_resolve_config(args.config), extra)
-    result = train(cfg, resume=args.resume)
-    if not result.get("summary"):
-        print(f"done: {result['global_step']} steps in {result['output_dir']}", flush=True)
-    return 0
+    _plugins_must_be_healthy()
+    cfg = load_config(_resolve_config(args.config), _overrides(args, extra))
+    return _finished(train(cfg, resume=args.resume), "steps")
 
 
 def _sft_args(p: argparse.ArgumentParser) -> None:
@@ -74,19 +121,16 @@ def _sft_args(p: argparse.ArgumentParser) -> None:
 
 @command("sft", "masked-diffusion supervised fine-tuning on the task's reference completions", _sft_args)
 def _sft(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..config import parse_override_args
     from ..engine import load_sft_config, sft
 
     _setup_logging()
     _fix_resume_order(args)
-    overrides = parse_override_args(extra)
+    _plugins_must_be_healthy()
+    overrides = _overrides(args, extra)
     if args.save_to:
         overrides["train.save_final_model"] = args.save_to
     cfg = load_sft_config(_resolve_config(args.config), overrides)
-    result = sft(cfg, resume=args.resume)
-    if not result.get("summary"):
-        print(f"done: {result['global_step']} SFT steps in {result['output_dir']}", flush=True)
-    return 0
+    return _finished(sft(cfg, resume=args.resume), "SFT steps")
 
 
 def _rollouts_args(p: argparse.ArgumentParser) -> None:
@@ -101,6 +145,7 @@ def _rollouts(args: argparse.Namespace, extra: list[str]) -> int:
     from ..engine.offline import write_rollouts
 
     _setup_logging()
+    _plugins_must_be_healthy()
     cfg = load_cli_config(args.config, extra)
     n = write_rollouts(cfg, args.out, batches=args.batches)
     print(f"wrote {n} rollout batches to {args.out}", flush=True)

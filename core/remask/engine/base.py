@@ -14,7 +14,8 @@ from typing import Any, Callable
 import torch
 
 from ..config import TrainConfig, check_batch_arithmetic
-from ..errors import ConfigError, RemaskError
+from ..environment import set_torch_threads
+from ..errors import ConfigError, PluginError, RemaskError
 from ..interfaces import DiffusionModel
 from ..registry import Registry, get_registry
 from . import checkpoint as ckpt
@@ -23,7 +24,7 @@ from .data import DataOrder
 from .evaluation import EvalResult, accuracy_summary, build_eval_sampler, evaluate
 from .optim import build_optimizer, build_scheduler
 from .reporting import RunReporter, combine_rounds, write_manifest
-from .rundir import changed_settings, truncate_metrics
+from .rundir import RunDirLock, changed_settings, check_output_dir, clear_previous_run, truncate_metrics
 from .rng import RngStreams, stream_seed
 from .signals import StopRequest
 from .timing import PhaseTimer
@@ -39,8 +40,33 @@ def crossed(before: int, after: int, every: int) -> bool:
 
 
 class TrainResult(dict):
-    """Final metrics of a run plus ``output_dir``, ``global_step``, ``eval_before``/``eval_after``."""
+    """Final metrics of a run plus ``output_dir``, ``global_step``, ``interrupted``, ``stop_signal``,
+    ``is_main`` and ``eval_before``/``eval_after``."""
 
+
+def _read_checkpoint_file(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, with any failure reported as one line naming the corrupt file."""
+    try:
+        return read(path)
+    except RemaskError:
+        raise
+    except FileNotFoundError:
+        raise RemaskError(f"--resume: {path} is missing; the checkpoint is incomplete — resume from another "
+                          f"checkpoint-<step>/ with --resume PATH") from None
+    except Exception as exc:  # noqa: BLE001 - torch/safetensors/json raise many types for a damaged file
+        raise RemaskError(f"--resume: {path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                          f"resume from another checkpoint-<step>/ with --resume PATH") from None
+
+
+def _trainer_state(path: Path) -> dict[str, Any]:
+    """``trainer_state.json`` as one dict in the old layout: the new one keeps remask's own fields
+    under ``"remask"`` beside Hugging Face's (``global_step``, ``log_history``, ...)."""
+    import json
+
+    state = _read_checkpoint_file(path, lambda p: json.loads(p.read_text()))
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise RemaskError(f"--resume: {path} is corrupt (no global_step); resume from another checkpoint-<step>/")
+    return {**state, **state.get("remask", {})}
 
 
 class _Unwrapped:
@@ -74,10 +100,13 @@ class Engine:
         self.rollouts_done = 0
         self.skipped_steps = 0
         self.forward_passes_done = 0  # sampler + objective forwards so far (train.max_forward_passes)
+        self.num_tokens_seen = 0  # prompt + completion tokens of every rollout, all processes (TRL's num_tokens)
         self._run_started = time.perf_counter()
         self.timer = PhaseTimer()
         self.stop = StopRequest()
         self.eval_results: dict[str, EvalResult] = {}
+        self.log_history: list[dict[str, Any]] = []  # trainer_state.json's log_history: what was logged, by step
+        self._lock: RunDirLock | None = None
         self.last_metrics: dict[str, float] = {}
         self._pending: list[dict[str, float]] = []  # per-round metrics since the last log
 
@@ -177,6 +206,21 @@ class Engine:
         vec = self.accelerator.reduce(vec, reduction="mean")
         return dict(zip(keys, vec.tolist()))
 
+    def _per_rank_seconds(self, seconds: dict[str, float]) -> dict[str, float]:
+        """Each process's seconds per phase, gathered: ``perf/<phase>_seconds_max_rank``,
+        ``..._min_rank`` and ``perf/<phase>_slowest_rank`` (the process index), so that a slow
+        rank (a slow reward sandbox, a slow node) is visible."""
+        names = sorted(seconds)
+        local = torch.tensor([[seconds[k] for k in names]], dtype=torch.float64, device=self.device)  # [1, K]
+        table = self.accelerator.gather(local) if self.world > 1 else local  # [world, K]
+        out: dict[str, float] = {}
+        for j, name in enumerate(names):
+            column = table[:, j]
+            out[f"perf/{name}_seconds_max_rank"] = float(column.max())
+            out[f"perf/{name}_seconds_min_rank"] = float(column.min())
+            out[f"perf/{name}_slowest_rank"] = float(int(column.argmax()))
+        return out
+
     def _all_params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
@@ -275,17 +319,7 @@ class Engine:
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(self._objective_state(), tmp / "objective.pt")
             self._extra_checkpoint(tmp)
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, {
-                "global_step": self.global_step,
-                "rollouts_done": self.rollouts_done,
-                "skipped_steps": self.skipped_steps,
-                "forward_passes_done": self.forward_passes_done,
-                "data": self.data.state_dict(),
-                "num_processes": self.world,
-                "command": self.command,
-                "max_steps": self.train_cfg.max_steps,
-                "config": self.config.dump(),
-            })
+            ckpt.write_json(tmp / ckpt.TRAINER_STATE, self._trainer_state_dict())
         acc.wait_for_everyone()
         final = None
         if self.is_main:
@@ -295,30 +329,63 @@ class Engine:
         acc.wait_for_everyone()
         return final
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote (exactly)."""
-        import json
+    def _trainer_state_dict(self) -> dict[str, Any]:
+        """Hugging Face's ``TrainerState`` layout (``global_step``, ``max_steps``, ``log_history``...);
+        what only remask needs sits under ``"remask"``; RNG streams are in ``rng_state_<rank>.pth``."""
+        t = self.train_cfg
+        return {
+            "global_step": self.global_step,
+            "max_steps": t.max_steps,
+            "epoch": self.data.epoch + self.data.offset / self.data.n,
+            "logging_steps": t.logging_steps,
+            "save_steps": t.save_steps,
+            "eval_steps": self.config.eval.every_steps,
+            "train_batch_size": t.prompts_per_step * t.group_size,
+            "num_input_tokens_seen": self.num_tokens_seen,
+            "num_train_epochs": None,
+            "log_history": self.log_history,
+            "best_metric": None,
+            "best_model_checkpoint": None,
+            "is_world_process_zero": True,
+            "remask": {
+                "command": self.command,
+                "rollouts_done": self.rollouts_done,
+                "skipped_steps": self.skipped_steps,
+                "forward_passes_done": self.forward_passes_done,
+                "data": self.data.state_dict(),
+                "num_processes": self.world,
+                "config": self.config.dump(),
+            },
+        }
 
-        state = json.loads((path / ckpt.TRAINER_STATE).read_text())
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote (exactly); a damaged file is named."""
+        state = _trainer_state(path / ckpt.TRAINER_STATE)
         if state.get("num_processes", 1) != self.world:
             log.warning("%s was written by %s processes, resuming with %s: the data order is kept, "
                         "the per-process sampling streams restart", path, state.get("num_processes"), self.world)
         changed = changed_settings(state.get("config"), self.config.dump())
         if changed and self.is_main:
             log.warning("resuming %s with changed settings: %s", path, "; ".join(changed[:8]))
-        ckpt.load_model_weights(self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module()), path)
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=False))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        self._load_objective_state(torch.load(path / "objective.pt", map_location=self.device, weights_only=False))
-        self._load_extra_checkpoint(path)
-        rng_file = path / f"rng_state_{self.rank}.pth"
-        if rng_file.is_file():
-            self.rng.load_state_dict(torch.load(rng_file, weights_only=False))
+        model = self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module())
+        _read_checkpoint_file(path, lambda p: ckpt.load_model_weights(model, p))
+
+        def load(name: str, **kw: Any) -> Any:
+            return _read_checkpoint_file(path / name, lambda p: torch.load(p, weights_only=False, **kw))
+
+        self.optimizer.load_state_dict(load("optimizer.pt", map_location=self.device))
+        self.scheduler.load_state_dict(load("scheduler.pt"))
+        self._load_objective_state(load("objective.pt", map_location=self.device))
+        _read_checkpoint_file(path, self._load_extra_checkpoint)
+        if (path / f"rng_state_{self.rank}.pth").is_file():
+            self.rng.load_state_dict(load(f"rng_state_{self.rank}.pth"))
         self.data.load_state_dict(state["data"])
         self.global_step = int(state["global_step"])
         self.rollouts_done = int(state.get("rollouts_done", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.forward_passes_done = int(state.get("forward_passes_done", 0))
+        self.num_tokens_seen = int(state.get("num_input_tokens_seen", 0))
+        self.log_history = [row for row in state.get("log_history", []) if row.get("step", 0) <= self.global_step]
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.global_step)
 
@@ -334,6 +401,7 @@ class Engine:
                               device=self.device)
         self.eval_results[label] = result
         self.reporter.log(result.metrics(), step=self.global_step)
+        self._remember(result.metrics())
         if self.is_main:
             log.info("eval (%s) at step %d: accuracy %.1f%% on %d problems", label, self.global_step,
                      100 * result.accuracy, result.num_problems)
@@ -348,11 +416,22 @@ class Engine:
     def _one_round(self, progress: Any) -> dict[str, float]:
         raise NotImplementedError
 
+    def _remember(self, logged: dict[str, Any]) -> None:
+        """Add a logged dict to ``log_history`` (JSON: NaN becomes null)."""
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in logged.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.log_history.append({**row, "step": self.global_step})
+
     def _after_round(self, before: int, metrics: dict[str, float]) -> bool:
         """Log / eval / checkpoint at a rollout boundary; True to stop early."""
         t = self.train_cfg
         self._pending.append(metrics)
-        self.registry.after_step(step=self.global_step, metrics=dict(metrics))
+        try:
+            self.registry.after_step(step=self.global_step, metrics=dict(metrics))
+        except PluginError as exc:  # keep the work done so far, then stop with the plugin named
+            saved = self.save_checkpoint()
+            raise PluginError(f"{exc}; {saved.name if saved else 'a checkpoint'} was saved, continue with --resume",
+                              plugin=exc.plugin, distribution=exc.distribution) from exc
         stop = self._budget_spent(metrics)
         if crossed(before, self.global_step, self.config.eval.every_steps) and self.global_step < t.max_steps:
             result = self.run_eval(f"step-{self.global_step}")
@@ -362,6 +441,7 @@ class Engine:
             logged = combine_rounds(self._pending)
             logged.update(self.timer.pop())
             self.reporter.log(logged, step=self.global_step)
+            self._remember(logged)
             self.last_metrics = logged
             self._pending = []
         if crossed(before, self.global_step, t.save_steps) and self.global_step < t.max_steps and not stop:
@@ -393,9 +473,37 @@ class Engine:
         return False
 
     def run(self) -> TrainResult:
+        """Claim the run directory, train, and release it (the lock is held by the main process)."""
         t0 = time.perf_counter()
         self._run_started = t0
+        threads, why = set_torch_threads(self.train_cfg.torch_threads)
         self.accelerator = self._make_accelerator()
+        if self.accelerator.is_main_process:
+            log.info("torch threads per process: %d (%s)", threads, why)
+        self._claim_output_dir()
+        try:
+            return self._run(t0)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _claim_output_dir(self) -> None:
+        """Lock ``train.output_dir`` and refuse it if a new run may not start there (see :mod:`.rundir`)."""
+        acc = self.accelerator
+        resume, overwrite = self.resume_arg is not None, self.train_cfg.overwrite_output_dir
+        if acc.is_main_process:
+            self._lock = RunDirLock(self.output_dir).acquire()
+            try:
+                check_output_dir(self.output_dir, resume=resume, overwrite=overwrite)
+                if overwrite and not resume:
+                    clear_previous_run(self.output_dir)
+            except BaseException:
+                self._lock.release()
+                self._lock = None
+                raise
+        acc.wait_for_everyone()
+
+    def _run(self, t0: float) -> TrainResult:
         self._start()
         t = self.train_cfg
         from tqdm.auto import tqdm
@@ -428,6 +536,7 @@ class Engine:
             self.stop.restore()
         result = TrainResult(self.last_metrics)
         result.update(output_dir=str(self.output_dir), global_step=self.global_step, interrupted=interrupted,
+                      stop_signal=self.stop.reason if interrupted else None, is_main=self.is_main,
                       skipped_steps=self.skipped_steps, seconds=time.perf_counter() - t0)
         for label, ev in self.eval_results.items():
             result[f"eval_{label}"] = ev.accuracy
@@ -437,10 +546,6 @@ class Engine:
             result["summary"] = summary
             if self.is_main:
                 print(summary, flush=True)
-                print(f"run directory {self.output_dir}: checkpoint-{self.global_step}/, metrics.jsonl, "
-                      f"completions/, manifest.json; curves: tensorboard --logdir {self.output_dir}", flush=True)
-        if interrupted and self.is_main:
-            print(f"stopped by {self.stop.reason} at step {self.global_step}; resume with --resume", flush=True)
         self.registry.on_train_end(output_dir=str(self.output_dir),
                                    metrics={k: v for k, v in result.items() if isinstance(v, float)})
         self.reporter.close()
@@ -466,17 +571,17 @@ class Engine:
             })
         self.reporter = RunReporter(self.output_dir, accelerator=self.accelerator, is_main=self.is_main,
                                     trackers=bool(self.train_cfg.report_to), config=cfg_dump,
-                                    print_completions=self.train_cfg.log_completions)
+                                    print_completions=self.train_cfg.log_completions,
+                                    resumed_step=self.global_step if self.resumed_from is not None else 0)
 
     def _resume_if_asked(self) -> None:
         self.resumed_from = ckpt.resolve_resume(self.resume_arg, self.output_dir)
         if self.resume_arg is not None and self.resumed_from is None and self.is_main:
             log.warning("--resume: no checkpoint in %s; starting from scratch", self.output_dir)
-        if self.resume_arg is None and ckpt.latest_checkpoint(self.output_dir) is not None and self.is_main:
-            log.warning("%s already holds checkpoints; starting from scratch and replacing them "
-                        "(pass --resume to continue instead)", self.output_dir)
         if self.resumed_from is not None:
             self.load_checkpoint(self.resumed_from)
         if self.is_main:
-            truncate_metrics(self.output_dir / "metrics.jsonl", self.global_step)
+            dropped = truncate_metrics(self.output_dir / "metrics.jsonl", self.global_step)
+            if dropped and self.resumed_from is not None:
+                log.info("metrics.jsonl: dropped %d line(s) logged after step %d or torn", dropped, self.global_step)
 

@@ -7,8 +7,10 @@
 * ``optimizer.pt``, ``scheduler.pt``;
 * ``rng_state_<rank>.pth``: every RNG stream of every process;
 * ``objective.pt``: the objective's ``state_dict()`` and its extra modules (TraFL's heads);
-* ``reference.safetensors`` when the reference is a frozen copy that ``sync_ref_every`` changed;
-* ``trainer_state.json`` (written last): global step, data position, rollouts done.
+* ``reference.safetensors`` when the reference is a frozen copy that ``ref_update_every`` changes;
+* ``trainer_state.json`` (written last), in Hugging Face's ``TrainerState`` layout (``global_step``,
+  ``max_steps``, ``log_history``, ...) with remask's own fields (data position, rollouts done,
+  the resolved config) under ``"remask"``.
 
 A checkpoint is first written to ``.tmp-checkpoint-<step>/`` and renamed when complete, so a kill
 during the write leaves the previous checkpoint as the latest loadable one.

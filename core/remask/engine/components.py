@@ -193,13 +193,18 @@ def make_reference(policy: DiffusionModel, *, lora: bool) -> ReferenceModel:
     return ReferenceModel(frozen, disable_adapter=False)
 
 
-def sync_reference(reference: ReferenceModel, policy: DiffusionModel) -> None:
-    """Copy the policy's weights into a frozen-copy reference (``train.sync_ref_every``)."""
+def sync_reference(reference: ReferenceModel, policy: DiffusionModel, alpha: float = 1.0) -> None:
+    """Move a frozen-copy reference towards the policy (``train.ref_update_every``), as TRL's
+    ``SyncRefModelCallback`` (Gorbatovski et al. 2024, TR-DPO soft update):
+    ``θ_ref ← α·θ_policy + (1 − α)·θ_ref``; ``alpha = 1`` copies the policy."""
     if reference.uses_disabled_adapter:
         return
     with torch.no_grad():
         for dst, src in zip(reference.base.module.parameters(), policy.module.parameters()):
-            dst.copy_(src)
+            if alpha == 1.0:
+                dst.copy_(src)
+            else:
+                dst.mul_(1.0 - alpha).add_(src.to(dst.dtype), alpha=alpha)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,10 +28,12 @@ def build_optimizer(train: TrainConfig, policy_params: list[torch.nn.Parameter],
                              weight_decay=train.weight_decay)
 
 
-def lr_factor(name: str, step: int, warmup_steps: int, total_steps: int) -> float:
+def lr_factor(name: str, step: int, warmup_steps: int, total_steps: int, min_lr_rate: float = 0.0) -> float:
     """Multiplier of the peak learning rate at optimizer step ``step`` (0-based), as transformers'
-    ``get_scheduler`` defines the four schedules: linear warm-up over ``warmup_steps`` (except
-    ``constant``), then constant, linear decay to 0, or half a cosine to 0 at ``total_steps``."""
+    ``get_scheduler`` defines the schedules: linear warm-up over ``warmup_steps`` (except
+    ``constant``), then constant, linear decay to 0, half a cosine to 0 at ``total_steps``, or
+    (``cosine_with_min_lr``, transformers' ``get_cosine_with_min_lr_schedule_with_warmup``) half a
+    cosine from 1 down to ``min_lr_rate``: ``r + (1 − r)·½(1 + cos(π·progress))``."""
     if name == "constant":
         return 1.0
     if step < warmup_steps:
@@ -43,10 +45,13 @@ def lr_factor(name: str, step: int, warmup_steps: int, total_steps: int) -> floa
         return max(0.0, 1.0 - progress)
     if name == "cosine":
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if name == "cosine_with_min_lr":
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, min_lr_rate + (1.0 - min_lr_rate) * cosine)
     raise ConfigError([f"train.lr_scheduler: unknown schedule {name!r}"])
 
 
 def build_scheduler(train: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-    """``constant``, ``constant_with_warmup``, ``cosine`` or ``linear`` as a ``LambdaLR``."""
-    name, warmup, total = train.lr_scheduler, train.warmup_steps, max(total_steps, 1)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(name, step, warmup, total))
+    """``train.lr_scheduler`` as a ``LambdaLR`` over ``total_steps`` optimizer steps."""
+    name, warmup, total, floor = train.lr_scheduler, train.warmup_steps, max(total_steps, 1), train.min_lr_rate
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(name, step, warmup, total, floor))

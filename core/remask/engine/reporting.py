@@ -59,7 +59,7 @@ def flat_config(data: Any, prefix: str = "") -> dict[str, Any]:
         for k, v in data.items():
             out.update(flat_config(v, f"{prefix}{k}."))
     elif isinstance(data, (list, tuple)):
-        out[prefix[:-1]] = json.dumps(data)
+        out[prefix[:-1]] = json.dumps(data, sort_keys=True)  # key order is not a setting
     elif data is None:
         out[prefix[:-1]] = "None"
     else:
@@ -127,6 +127,8 @@ def completion_metrics(lengths: torch.Tensor, terminated: torch.Tensor) -> dict[
     }
     term = lf[terminated]
     out["completions/mean_terminated_length"] = float(term.mean()) if term.numel() else 0.0
+    out["completions/min_terminated_length"] = float(term.min()) if term.numel() else 0.0
+    out["completions/max_terminated_length"] = float(term.max()) if term.numel() else 0.0
     return out
 
 
@@ -134,7 +136,7 @@ class RunReporter:
     """Main-process sink for scalars, completions tables and the console."""
 
     def __init__(self, output_dir: Path, *, accelerator: Any, is_main: bool, trackers: bool,
-                 config: Mapping[str, Any] | None, print_completions: int) -> None:
+                 config: Mapping[str, Any] | None, print_completions: int, resumed_step: int = 0) -> None:
         self.output_dir = output_dir
         self.accelerator = accelerator
         self.is_main = is_main
@@ -142,7 +144,18 @@ class RunReporter:
         self.print_completions = print_completions
         self.metrics_path = output_dir / "metrics.jsonl"
         if trackers:
-            accelerator.init_trackers("tensorboard", config=flat_config(config) if config else None)
+            # One TensorBoard run per run directory: the config goes in as text, because
+            # `add_hparams` writes a second, otherwise empty run into a timestamped subdirectory.
+            # On resume, `purge_step` hides what the killed run logged after its checkpoint, so
+            # no step appears twice.
+            kwargs = {"tensorboard": {"purge_step": resumed_step + 1}} if resumed_step else {}
+            accelerator.init_trackers("tensorboard", config=None, init_kwargs=kwargs)
+            if is_main and config:
+                import yaml
+
+                writer = accelerator.get_tracker("tensorboard", unwrap=True)
+                text = yaml.safe_dump(dict(config), sort_keys=False)
+                writer.add_text("config", "    " + text.replace("\n", "\n    "), global_step=resumed_step)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -195,7 +208,7 @@ class RunReporter:
 
 
 #: metrics logged as their latest value (the others are averaged over the rounds of a log interval)
-_LATEST = ("train/learning_rate", "train/epoch", "train/skipped_steps")
+_LATEST = ("train/learning_rate", "train/epoch", "train/skipped_steps", "train/num_tokens")
 _SUMMED = ("train/reward_errors",)
 
 
@@ -204,7 +217,7 @@ def combine_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in dict.fromkeys(k for r in rounds for k in r):
         values = [r[key] for r in rounds if key in r]
-        if key in _LATEST:
+        if key in _LATEST or key.endswith("_slowest_rank"):
             out[key] = values[-1]
         elif key in _SUMMED:
             out[key] = float(sum(values))

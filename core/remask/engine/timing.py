@@ -15,6 +15,7 @@ class PhaseTimer:
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
+        self.last: dict[str, float] = {}  # seconds of each phase's most recent interval
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
@@ -22,7 +23,8 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.totals[phase] += time.perf_counter() - t0
+            self.last[phase] = time.perf_counter() - t0
+            self.totals[phase] += self.last[phase]
 
     def pop(self) -> dict[str, float]:
         out = {f"timing/{k}": v for k, v in self.totals.items()}

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..config import PipelineConfig
-from ..errors import RemaskError
+from ..errors import ConfigError, RemaskError
 from ..interfaces import StepContext
 from ..records import take
 from ..registry import Registry
@@ -72,6 +72,10 @@ class Trainer(Engine):
         self.reference: ReferenceModel | None = None
         if getattr(p.objective, "uses_reference", True):
             self.reference = make_reference(self.model, lora=adapter_active(self.model))
+            if t.ref_update_every and self.reference.uses_disabled_adapter:
+                raise ConfigError([f"{cfg.source or '<config>'}: train.ref_update_every: with LoRA the reference "
+                                   "is the base model with the adapter disabled and cannot move; drop the setting "
+                                   "or train without LoRA"])
         self.scorer = RewardScorer(p.rewards)
         self.store = None
         if t.offline_rollouts:
@@ -101,7 +105,7 @@ class Trainer(Engine):
             self.extra_modules[k].load_state_dict(sd)
 
     def _extra_checkpoint(self, tmp: Path) -> None:
-        if self.reference is not None and not self.reference.uses_disabled_adapter and self.train_cfg.sync_ref_every:
+        if self.reference is not None and not self.reference.uses_disabled_adapter and self.train_cfg.ref_update_every:
             ckpt.save_module_state(self.reference.base.module, tmp / "reference.safetensors")
 
     def _load_extra_checkpoint(self, path: Path) -> None:
@@ -202,8 +206,8 @@ class Trainer(Engine):
                 grad_norms.append(grad_norm)
             self.global_step += 1
             progress.update(1)
-            if t.sync_ref_every and self.reference is not None and self.global_step % t.sync_ref_every == 0:
-                sync_reference(self.reference, self.model)
+            if t.ref_update_every and self.reference is not None and self.global_step % t.ref_update_every == 0:
+                sync_reference(self.reference, self.model, alpha=t.ref_mix_alpha)
         self.rollouts_done += 1
         objective_nfe = self.model.nfe + (self.reference.nfe if self.reference is not None else 0) - nfe_before
 
@@ -214,6 +218,8 @@ class Trainer(Engine):
         lengths = self._gather_cat(rollout.lengths.to(self.device))
         last = rollout.completion_ids.gather(1, (rollout.lengths.clamp_min(1) - 1).unsqueeze(1)).squeeze(1)
         terminated = self._gather_cat((last == self.model.eos_token_id) & (rollout.lengths > 0))
+        tokens = rollout.prompts.attention_mask.sum() + rollout.lengths.sum()
+        self.num_tokens_seen += int(self._gather_cat(tokens.reshape(1).to(self.device)).sum())
         metrics: dict[str, float] = {}
         metrics.update({f"train/{k}": v for k, v in reward_metrics(total, comps, groups).items()})
         metrics.update({f"train/{k}": v for k, v in completion_metrics(lengths, terminated.bool()).items()})
@@ -228,7 +234,14 @@ class Trainer(Engine):
             "train/advantage_mean": float(advantages.float().mean()),
             **{f"train/{k}": sum(v) / len(v) for k, v in sorted(obj_metrics.items())},
         }
+        if rollout.step_entropy is not None:  # the sampler's per-step entropy of the policy (TRL: `entropy`)
+            ent = rollout.step_entropy.float()
+            ent = ent[torch.isfinite(ent)]
+            local["train/entropy"] = float(ent.mean()) if ent.numel() else float("nan")
         metrics.update(self._mean_over_processes(local))
+        metrics["train/num_tokens"] = float(self.num_tokens_seen)
+        metrics.update(self._per_rank_seconds({"rollout": self.timer.last.get("sample", 0.0),
+                                               "reward": self.timer.last.get("reward", 0.0)}))
         metrics["train/learning_rate"] = lr_used
         metrics["train/epoch"] = self.data.epoch + self.data.offset / self.data.n
         metrics["train/skipped_steps"] = float(self.skipped_steps)
