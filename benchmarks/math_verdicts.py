@@ -9,7 +9,10 @@ integer powers, surd sums, quadratics, intervals, tuples, line equations and mix
 with equivalent and wrong predicted forms (:data:`MIX` gives the shares). Two workloads:
 
 * ``distinct``: every row has its own gold (no deduplication or cache can help);
-* ``GRPO 64x8``: 8 completions per prompt sharing a gold, as a trainer sees them.
+* ``GRPO 64x8``: 8 completions per prompt sharing a gold, as a trainer sees them;
+* ``beyond the exact subset``: kinds the in-process exact path does not read (sets, intervals to
+  infinity, cube roots, powers of e, multiple-choice letters): the cost when every row goes to the
+  workers.
 
 Each workload is judged three ways on the same rows, in one run:
 
@@ -44,6 +47,8 @@ _SQUAREFREE = (2, 3, 5, 6, 7, 10, 11, 13, 14, 15, 17, 19, 21, 22, 23)
 #: share (percent) of each answer kind among the rows
 MIX = {"surd": 25, "pi": 15, "power": 10, "surd-sum": 10, "polynomial": 10, "interval": 10, "tuple": 10,
        "equation": 5, "mixed-number": 5}
+#: answer kinds outside the in-process exact subset (they all go to the workers), equal shares
+BEYOND = {"set": 1, "infinite-interval": 1, "cube-root": 1, "exponential": 1, "choice": 1}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -90,13 +95,30 @@ def answer_forms(kind: str, rng: random.Random) -> tuple[str, list[str]]:
     if kind == "equation":
         gold = f"y={a}x+{c}"
         return gold, [gold, f"y = {a}x + {c}", f"y={c}+{a}x", f"y={a}x-{c}", f"y={a + 1}x+{c}"]
+    if kind == "set":
+        gold = f"\\{{{a}, {c}\\}}"
+        return gold, [gold, f"\\{{{c},{a}\\}}", f"\\{{{a}, {c + 1}\\}}", f"\\{{{a}\\}}"]
+    if kind == "infinite-interval":
+        gold = f"[{a}, \\infty)"
+        return gold, [gold, f"[{a},\\infty)", f"({a}, \\infty)", f"[{a + 1}, \\infty)", f"(-\\infty, {a}]"]
+    if kind == "cube-root":
+        gold = f"{a}\\sqrt[3]{{{b}}}"
+        return gold, [gold, f"\\sqrt[3]{{{a ** 3 * b}}}", f"{a + 1}\\sqrt[3]{{{b}}}", f"{a}\\sqrt{{{b}}}"]
+    if kind == "exponential":
+        gold = f"e^{{{a}}}"
+        return gold, [gold, f"e^{a}" if a < 10 else gold, f"e^{{{a + 1}}}", f"{a}e"]
+    if kind == "choice":
+        letter = "ABCDE"[a % 5]
+        gold = f"\\text{{({letter})}}"
+        return gold, [gold, f"({letter})", f"\\text{{({'ABCDE'[(a + 1) % 5]})}}"]
     gold = f"\\frac{{{a * c + 1}}}{{{c}}}"  # mixed numbers
     return gold, [f"{a}\\frac{{1}}{{{c}}}", f"{a}\\frac{{2}}{{{c}}}", f"{a + 1}\\frac{{1}}{{{c}}}"]
 
 
-def math_like_rows(prompts: int, group: int, rng: random.Random) -> list[tuple[str, str, str]]:
+def math_like_rows(prompts: int, group: int, rng: random.Random,
+                   mix: dict[str, int] = MIX) -> list[tuple[str, str, str]]:
     """``prompts`` x ``group`` rows ``(kind, gold, pred)``; the gold is shared within a group."""
-    kinds = [k for k, share in MIX.items() for _ in range(share)]
+    kinds = [k for k, share in mix.items() for _ in range(share)]
     rows = []
     for _ in range(prompts):
         kind = rng.choice(kinds)
@@ -140,7 +162,8 @@ def main() -> None:
     rng = random.Random(args.seed)
     warmup = math_like_rows(100, 1, random.Random(args.seed + 1000))  # other golds: warms ANTLR, no cache hits
     run_plain(warmup)  # import and parser warm-up are not measured
-    workloads = {"distinct": math_like_rows(args.rows, 1, rng), "GRPO 64x8": math_like_rows(max(1, args.rows // 8), 8, rng)}
+    workloads = {"distinct": math_like_rows(args.rows, 1, rng), "GRPO 64x8": math_like_rows(max(1, args.rows // 8), 8, rng),
+                 "beyond the exact subset, distinct": math_like_rows(max(1, args.rows // 2), 1, rng, BEYOND)}
     table, disagreements = [], []
     for name, rows in workloads.items():
         plain, plain_stats = run_plain(rows)

@@ -28,7 +28,7 @@ from functools import lru_cache
 VARIABLES = frozenset("abcdkmnpqrstuvwxyz")
 _MAX_TERMS = 64
 _MAX_EXPONENT = 40
-_MAX_RADICAND = 10**8
+_MAX_RADICAND = 10**6
 _MAX_DIGITS = 300
 
 Monomial = tuple[tuple[str, int], ...]  # sorted (variable, exponent != 0); "pi" counts as a variable
@@ -39,6 +39,7 @@ class _Decline(Exception):
     """Outside the subset: the worker pool decides."""
 
 
+@lru_cache(maxsize=4096)
 def _squarefree(n: int) -> tuple[int, int]:
     """``(k, s)`` with ``n = k^2 s`` and ``s`` squarefree (``n`` at most :data:`_MAX_RADICAND`)."""
     if n > _MAX_RADICAND:

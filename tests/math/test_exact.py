@@ -90,3 +90,15 @@ def test_exact_values():
     assert exact_verdict("(x+1)^2", "x^2+2x+1") is True
     assert exact_verdict("(-3, 5]", "[-3, 5]") is False
     assert exact_verdict("(5, 3)", "(3, 5)") is None  # a tuple against an interval: math-verify's reading
+
+
+def test_hostile_spans_stay_cheap():
+    import time
+
+    roots = "+".join(f"\\sqrt{{{n}}}" for n in range(2, 62))
+    spans = [f"({roots})^{{2}}", f"({roots})({roots})", "(x+y+z+a+b+c)^{40}", "(1+\\sqrt{2})^{40}",
+             "(" * 40 + "1" + ")" * 40, "x" * 900, "9" * 300 + "^{40}", "(\\sqrt{999983}+\\sqrt{999979})^{40}"]
+    for span in spans:
+        t0 = time.process_time()
+        exact_verdict("1", span[:1000])
+        assert time.process_time() - t0 < 0.5, span[:40]
