@@ -78,6 +78,9 @@ __all__ = [
     "fixed_count_mask",
     "fixed_count_weights",
     "fixed_count_views",
+    "coupled_weights",
+    "coupled_views",
+    "stratified_count_views",
     "views_to",
     "view_logprobs",
     "token_logprobs",
@@ -662,3 +665,125 @@ def exact_trajectory_log_ratio(
         delta = block_sums(lp - lr, newly, block_length, n_blocks)  # [B, N_B]
         total = total + (delta * fresh).sum(-1)
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Coupled views (DiffuCoder's Coupled-GRPO) and per-row stratified fixed-count views (VRPO)
+# ---------------------------------------------------------------------------------------------
+
+
+def coupled_weights(
+    pair_mask: Tensor,  # [B, L] bool, the tokens masked in the first pair view (u < t)
+    t: Tensor,  # [B] or [B, 1] float, the mask ratio of the first pair view
+    *,
+    full_view: bool = True,
+    pair_reduction: str = "sum",
+) -> Tensor:
+    """Weights of DiffuCoder's coupled estimate (arXiv 2506.20639; apple/ml-diffucoder @ f735e01
+    ``selective_log_softmax``), scaled for :func:`token_logprobs`'s ``1/N``. # [N, B, L] float32
+
+    Views: ``[x^(0) (all completion tokens masked), x^(1) (pair_mask), x^(2) (the complement)]``
+    (``N = 3``; ``N = 2`` without ``full_view``). The per-token estimate they give is
+
+        ℓ̃(o_k) = ½ · [ ℓ^(0)_k + c · ( 1[k ∈ S]·ℓ^(1)_k / t + 1[k ∉ S]·ℓ^(2)_k / (1 − t) ) ]
+
+    with ``c = 1`` (``pair_reduction="sum"``, the official code: ½·full + the pair's *sum*, about
+    1.5× a log-probability for a context-free model) or ``c = ½`` (``"mean"``). Without the full view
+    ``ℓ̃ = c · (pair term)``. Every weight carries the factor ``N`` that :func:`token_logprobs`'s
+    mean over views divides out again.
+    """
+    if pair_reduction not in ("sum", "mean"):
+        raise ValueError(f"pair_reduction must be 'sum' or 'mean', got {pair_reduction!r}")
+    s = pair_mask.cpu().bool()  # [B, L]
+    tt = t.cpu().float().reshape(-1, 1)  # [B, 1]
+    c = 1.0 if pair_reduction == "sum" else 0.5
+    half = 0.5 if full_view else 1.0  # the ½ of (full + pair)
+    pair = [s.float() * (half * c / tt), (~s).float() * (half * c / (1.0 - tt))]  # 2 × [B, L]
+    views = ([torch.full(s.shape, 0.5)] if full_view else []) + pair
+    n = len(views)
+    return torch.stack(views) * n  # [N, B, L]
+
+
+def coupled_views(
+    prompt_ids: Tensor,  # [B, P] long
+    completion_ids: Tensor,  # [B, L] long
+    mask_token_id: int,
+    *,
+    seed: int,
+    t_low: float = 0.2,
+    t_high: float = 0.8,
+    t_per: str = "batch",
+    full_view: bool = True,
+    pair_reduction: str = "sum",
+) -> NoisyViews:
+    """DiffuCoder's coupled views of a micro-batch (Coupled-GRPO, arXiv 2506.20639 §4; official code
+    ``forward_process`` @ f735e01): ``t ~ U(t_low, t_high)`` (one per call with ``t_per="batch"``, as
+    the code; one per row with ``"row"``), ``u ~ U(0, 1)^{B×L}``, and the views ``[M…M]`` (full),
+    ``o`` masked where ``u < t`` and ``o`` masked where ``u ≥ t`` — every completion token (post-EOS
+    padding included, as the code) is masked in exactly one pair view. The prompt is never masked.
+    Weights from :func:`coupled_weights`. Deterministic in ``seed`` (a local CPU generator; the
+    official code reseeds the global RNGs instead, so parity is statistical, not bitwise).
+    """
+    if not 0.0 < t_low <= t_high < 1.0:
+        raise ValueError(f"need 0 < t_low <= t_high < 1, got t_low={t_low}, t_high={t_high}")
+    if t_per not in ("batch", "row"):
+        raise ValueError(f"t_per must be 'batch' or 'row', got {t_per!r}")
+    g = _local_generator(seed)
+    b, l = completion_ids.shape
+    t = t_low + (t_high - t_low) * torch.rand((1 if t_per == "batch" else b, 1), generator=g)  # [1 or B, 1]
+    t = t.expand(b, 1)  # [B, 1]
+    pair_mask = torch.rand((b, l), generator=g) < t  # [B, L]
+    masks = ([torch.ones(b, l, dtype=torch.bool)] if full_view else []) + [pair_mask, ~pair_mask]
+    masked = torch.stack(masks)  # [N, B, L]
+    n = masked.shape[0]
+    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
+    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
+    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
+    weights = coupled_weights(pair_mask, t, full_view=full_view, pair_reduction=pair_reduction)  # [N, B, L]
+    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+
+
+def stratified_count_views(
+    prompt_ids: Tensor,  # [B, P] long
+    completion_ids: Tensor,  # [B, L] long
+    mask_token_id: int,
+    *,
+    n_t: int,
+    seed: int,
+    n_yt: int = 1,
+    span: Tensor | None = None,  # [B, L] bool; None = every completion position
+    stratified: bool = True,
+) -> NoisyViews:
+    """``N = n_t · n_yt`` fixed-count ELBO views per row whose mask counts are stratified across the
+    views of that row (LLaDA's ``get_log_likelihood`` @ b7e6c35; VRPO, LLaDA 1.5 arXiv 2505.19223 §3.2):
+
+        l_j = 1 + (⌊k_0 + j·u/n_t + ½⌋ mod u),  k_0 ~ U{0..u−1},  j = 0..n_t−1   (u = span length)
+
+    each count used by ``n_yt`` independent uniformly random subsets of the span (``n_yt = 1`` is
+    VRPO's optimal allocation, one mask per timestep). Weight ``u / l_j`` on the masked tokens
+    (:func:`fixed_count_weights`), so ``Σ_k ℓ(o_k)`` from :func:`token_logprobs` is
+
+        B̂(o) = (1/N) Σ_j Σ_{i masked in view j} (u / l_j) · log p(o_i | x^{(j)}).
+
+    Counts come from :func:`draw_mask_counts` (one stratified draw per row, rounding half up so each
+    view's count stays uniform on ``{1..u}``; LLaDA's ``torch.round`` rounds ties to even).
+    ``stratified=False`` draws every count independently. Views of a row with an empty span are
+    unmasked and weigh 0.
+    """
+    if n_t < 1 or n_yt < 1:
+        raise ValueError(f"n_t and n_yt must be >= 1, got n_t={n_t}, n_yt={n_yt}")
+    g = _local_generator(seed)
+    b, l = completion_ids.shape
+    span = torch.ones(b, l, dtype=torch.bool) if span is None else span.cpu().bool()  # [B, L]
+    n = n_t * n_yt
+    rows = []
+    for r in range(b):
+        u = span[r].sum().reshape(1).expand(n_t)  # [n_t]
+        counts = draw_mask_counts(u, g, include_zero=False, stratified=stratified).repeat_interleave(n_yt)  # [N]
+        rows.append(fixed_count_mask(span[r].expand(n, l), counts, g))  # [N, L]
+    masked = torch.stack(rows, dim=1)  # [N, B, L]
+    weights = fixed_count_weights(masked, span, include_zero=False)  # [N, B, L]
+    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
+    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
+    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
+    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
