@@ -94,10 +94,10 @@ def test_sigterm_stops_the_comparison_and_resume_continues_bit_exactly(tmp_path)
     assert [r["train"]["steps"] for r in resumed] == [steps, steps]
     assert [h["step"] for h in resumed[0]["train"]["history"]] == [float(s) for s in range(1, steps + 1)]
 
-    # the same comparison without interruption: identical metrics at every step and evaluation
-    fresh = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}, GRPO], out="fresh")
+    # the interrupted run without interruption: identical metrics at every step and evaluation
+    fresh = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}], out="fresh")
     run_compare(fresh)
-    assert numbers(resumed) == numbers(json.loads((tmp_path / "fresh" / "results.json").read_text()))
+    assert numbers(resumed[:1]) == numbers(json.loads((tmp_path / "fresh" / "results.json").read_text()))
 
 
 @pytest.mark.slow
@@ -126,15 +126,15 @@ def test_resume_reuses_finished_runs_and_refuses_another_protocol_or_code(tmp_pa
 
 @pytest.mark.slow
 def test_jobs_2_gives_the_same_numbers_as_one_at_a_time_and_the_report_rebuilds(tmp_path):
-    pipelines = [{"name": "d1"}, GRPO]
-    one = write_spec(tmp_path, steps=3, pipelines=pipelines, out="one", evaluate_base=True)
-    two = write_spec(tmp_path, steps=3, pipelines=pipelines, out="two", evaluate_base=True)
+    # an evaluation-only run and a training run, at the same time with --jobs 2
+    one = write_spec(tmp_path, steps=3, pipelines=[GRPO], out="one", evaluate_base=True)
+    two = write_spec(tmp_path, steps=3, pipelines=[GRPO], out="two", evaluate_base=True)
     run_compare(one, jobs=1)
     run_compare(two, jobs=2)
     first = json.loads((tmp_path / "one" / "results.json").read_text())
     second = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert [r["pipeline"] for r in first] == ["base (untrained)", "d1", "grpo"]
-    assert any(h["train/loss"] != 0.0 for r in first[1:] for h in r["train"]["history"])  # not a vacuous check
+    assert [r["pipeline"] for r in first] == ["base (untrained)", "grpo"]
+    assert any(h["train/loss"] != 0.0 for h in first[1]["train"]["history"])  # not a vacuous check
     assert numbers(first) == numbers(second)
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["jobs"] == 2 and manifest["threads_per_run"] >= 1
