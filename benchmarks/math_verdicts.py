@@ -10,9 +10,8 @@ with equivalent and wrong predicted forms (:data:`MIX` gives the shares). Two wo
 
 * ``distinct``: every row has its own gold (no deduplication or cache can help);
 * ``GRPO 64x8``: 8 completions per prompt sharing a gold, as a trainer sees them;
-* ``beyond the exact subset``: kinds the in-process exact path does not read (sets, intervals to
-  infinity, cube roots, powers of e, multiple-choice letters): the cost when every row goes to the
-  workers.
+* ``beyond the exact subset``: kinds the in-process exact path does not read (sets, cube roots,
+  powers of e, multiple-choice letters): the cost when every row goes to the workers.
 
 Each workload is judged three ways on the same rows, in one run:
 
@@ -46,9 +45,9 @@ _SQUAREFREE = (2, 3, 5, 6, 7, 10, 11, 13, 14, 15, 17, 19, 21, 22, 23)
 
 #: share (percent) of each answer kind among the rows
 MIX = {"surd": 25, "pi": 15, "power": 10, "surd-sum": 10, "polynomial": 10, "interval": 10, "tuple": 10,
-       "equation": 5, "mixed-number": 5}
+       "equation": 5, "mixed-number": 5, "infinite-interval": 5}
 #: answer kinds outside the in-process exact subset (they all go to the workers), equal shares
-BEYOND = {"set": 1, "infinite-interval": 1, "cube-root": 1, "exponential": 1, "choice": 1}
+BEYOND = {"set": 1, "cube-root": 1, "exponential": 1, "choice": 1}
 
 
 def cpu_seconds(pids: list[int]) -> float:

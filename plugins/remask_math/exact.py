@@ -275,6 +275,8 @@ def _digit_value(tok: str) -> Value:
 
 
 def _float(v: Value) -> float:
+    if len(v) == 1 and next(iter(v))[0] == (("oo", 1),):  # an interval's end at infinity
+        return math.inf * float(next(iter(v.values())))
     total = 0.0
     for (m, r), c in v.items():
         if any(var != "pi" for var, _ in m):
@@ -305,7 +307,7 @@ def parse_exact(span: str) -> tuple | None:
         return None if value is None or value[0] != "value" else ("equation", name.strip(), value)
     try:
         tokens = _tokens(span)
-        if not tokens or "\\" in "".join(t for t in tokens if t not in ("\\frac", "\\sqrt", "\\pi")):
+        if not tokens or "\\" in "".join(t for t in tokens if t not in ("\\frac", "\\sqrt", "\\pi", "\\infty")):
             return None
         if tokens[0] in ("(", "[") and tokens[-1] in (")", "]") and "," in tokens:
             items, depth, start = [], 0, 1
@@ -319,14 +321,20 @@ def parse_exact(span: str) -> tuple | None:
                     start = k + 1
             items.append(tokens[start:-1])
             values = []
-            for item in items:
+            for k, item in enumerate(items):
+                if "\\infty" in item:  # (-\infty, 3], [2, \infty): an open end at infinity only
+                    sign = {("\\infty",): 1, ("+", "\\infty"): 1, ("-", "\\infty"): -1}.get(tuple(item))
+                    if len(items) != 2 or sign != (1 if k else -1) or (tokens[0] if k == 0 else tokens[-1]) not in "()":
+                        return None
+                    values.append(frozenset({((("oo", 1),), 1): Fraction(sign)}.items()))
+                    continue
                 p = _Parser(item)
                 v = p.expr()
                 if p.peek() is not None or p.decimal:
                     return None
                 values.append(frozenset(v.items()))
             return ("pair", tokens[0], tokens[-1], tuple(values))
-        if "," in tokens or "[" in tokens:
+        if "," in tokens or "[" in tokens or "\\infty" in tokens:
             return None
         p = _Parser(tokens)
         v = p.expr()
@@ -373,7 +381,7 @@ def exact_verdict(gold: str, pred: str) -> bool | None:
         return None
     if len(g_items) == 2:  # an interval when its ends increase, a tuple otherwise (math-verify's reading)
         try:
-            increasing = [float_values[0] < float_values[1] - 1e-9
+            increasing = [float_values[0] < float_values[1] - 1e-9  # -inf < x < inf holds too
                           for float_values in ([_float(dict(x)) for x in items] for items in (g_items, p_items))]
         except _Decline:
             return None
