@@ -54,6 +54,8 @@ def _commands(path: Path) -> list[tuple[int, str, bool]]:
                 part = _ENV.sub("", part.strip())
                 if part.startswith(_STARTS):
                     found.append((no, part, True))
+        elif lang is None and line.startswith("    ") and _ENV.sub("", line.strip()).startswith(_STARTS):
+            found.append((no, _ENV.sub("", line.strip()), True))  # an indented code block
         elif lang is None:
             for span in (_ENV.sub("", s) for s in _INLINE.findall(line)):
                 if span.startswith(_STARTS) and " " in span:
@@ -148,3 +150,40 @@ def test_the_docs_name_commands_at_all():
     # the collector itself: a regression here would make every test above vacuous
     assert len(ALL) >= 30
     assert any("remask compare" in c for _, _, c, _ in ALL) and any("benchmarks/" in c for _, _, c, _ in ALL)
+
+
+_TABLE_RULE = re.compile(r"^\|[\s:|-]+\|$")
+MEASURED = [ROOT / "docs" / "benchmarks.md"]
+
+
+def _sections(path: Path) -> list[tuple[str, int, int]]:
+    """(heading, first line, last line) of every section of ``path`` (1-based, inclusive)."""
+    lines = path.read_text().splitlines()
+    starts = [i for i, line in enumerate(lines, 1) if line.startswith("#")] + [len(lines) + 1]
+    return [(lines[a - 1], a, b - 1) for a, b in zip(starts, starts[1:])]
+
+
+def _tables(path: Path) -> list[int]:
+    lines = path.read_text().splitlines()
+    return [i for i, line in enumerate(lines, 1)
+            if line.startswith("|") and i < len(lines) and _TABLE_RULE.match(lines[i].strip())]
+
+
+@pytest.mark.parametrize("path", [p for p in DOCS if p in MEASURED or any(
+    "measured" in h.lower() for h, _, _ in _sections(p))], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_measured_table_names_the_command_that_produced_it(path):
+    """A table of measurements in docs/benchmarks.md, or under a heading saying "Measured", has a
+    runnable command in its own section (checked to exist and parse by the test above)."""
+    commands = [no for _, no, _, _ in (c for c in ALL if c[0] == path)]
+    for heading, first, last in _sections(path):
+        if path not in MEASURED and "measured" not in heading.lower():
+            continue
+        for table in (t for t in _tables(path) if first <= t <= last):
+            assert any(first <= no <= last for no in commands), (
+                f"{path.relative_to(ROOT)}:{table}: a table under {heading.strip()!r} names no command "
+                "that produced it")
+
+
+def test_committed_comparison_reports_name_their_command():
+    for report in ROOT.joinpath("docs", "results").rglob("report.md"):
+        assert any(c[0] == report and "remask compare" in c[2] for c in ALL), report
