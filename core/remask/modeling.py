@@ -13,7 +13,7 @@ play mask / EOS / pad. Everything else lives here, written once:
   token ``i``. Each call adds one to ``nfe``;
 * PEFT LoRA (:meth:`apply_lora`), the reference policy as the adapter disabled
   (:meth:`disable_adapter`), ``save_pretrained`` / reload with the same adapter, gradient
-  checkpointing, ``copy.deepcopy`` for a frozen reference;
+  checkpointing, ``copy.deepcopy`` for a frozen reference, FSDP2 sharding (:meth:`HFDiffusionModel.fully_shard`);
 * :func:`crop_cache`: trims a prefix KV cache back to a length (Fast-dLLM's prefix cache).
 """
 
@@ -464,6 +464,20 @@ class HFDiffusionModel(DiffusionModel):
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base.config, "use_cache"):
             base.config.use_cache = False
+
+    def fully_shard(self, *, reshard_after_forward: bool = True) -> None:
+        """Shard the parameters over the default process group with FSDP2 (``torch.distributed.fsdp
+        .fully_shard``): each decoder layer is one unit, the rest of the network (embeddings, final
+        norm, head) the root unit. Works on CPU with gloo (accelerate shards only CUDA modules), with or
+        without a LoRA adapter; :meth:`disable_adapter` keeps working on the sharded module."""
+        from torch.distributed.fsdp import fully_shard
+
+        lists = [m for m in self.base_module.modules() if isinstance(m, nn.ModuleList)]
+        if not lists:
+            raise RemaskError(f"model {self.name!r}: no list of decoder layers to shard")
+        for layer in max(lists, key=len):
+            fully_shard(layer, reshard_after_forward=reshard_after_forward)
+        fully_shard(self.module, reshard_after_forward=reshard_after_forward)
 
     def to(self, device: str | torch.device) -> HFDiffusionModel:
         self.module.to(device)
