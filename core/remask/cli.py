@@ -160,15 +160,19 @@ def _env_args(p: argparse.ArgumentParser) -> None:
 
 @command("env", "print versions and device for bug reports", _env_args)
 def _env(args: argparse.Namespace, extra: list[str]) -> int:
+    from .registry import get_registry
+
     info = env_info()
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
-    width = max(len(k) for k in info)
-    for k, val in info.items():
-        if isinstance(val, dict):
-            val = "; ".join(f"{d}: {', '.join(p)}" for d, p in val.items())
-        print(f"- {k.ljust(width)}  {val}")
+    else:
+        width = max(len(k) for k in info)
+        for k, val in info.items():
+            if isinstance(val, dict):
+                val = "; ".join(f"{d}: {', '.join(p)}" for d, p in val.items())
+            print(f"- {k.ljust(width)}  {val}")
+    for p in get_registry().all_problems():
+        _warn(p.line())
     return 0
 
 

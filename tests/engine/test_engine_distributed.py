@@ -61,6 +61,10 @@ def test_two_gloo_processes_match_one(fakes, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["train/reward"] == pytest.approx(ref[0]["train/reward"], abs=1e-6)
+    # each process's rollout and reward seconds are gathered; the slowest rank is named (issue 16)
+    assert rows[-1]["perf/rollout_slowest_rank"] in (0.0, 1.0) and rows[-1]["perf/reward_slowest_rank"] in (0.0, 1.0)
+    assert rows[-1]["perf/rollout_seconds_max_rank"] >= rows[-1]["perf/rollout_seconds_min_rank"] > 0
+    assert rows[-1]["train/num_tokens"] == ref[-1]["train/num_tokens"]  # counted over both processes
 
 
 def test_shipped_accelerate_configs_load():

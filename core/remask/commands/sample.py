@@ -66,8 +66,9 @@ def _sample(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.n < 1:
         raise RemaskError(f"--n must be at least 1 (got {args.n})")
-    cfg = load_cli_config(args.config, extra)
     registry = get_registry()
+    registry.raise_problems()  # the rule of every command that runs a model: no broken plugins
+    cfg = load_cli_config(args.config, extra)
     model = cfg.model.build(registry, "model")
     sampler = cfg.sampler.build(registry, "sampler")
     batch = prompt_batch(model, args.prompt, args.n)
