@@ -3,7 +3,9 @@
 A tiny remask model (the ``tiny`` adapter, random weights) trains ``STEPS`` AdamW steps on one
 fixed global batch of ``ROWS`` rows; with ``world`` processes each process takes its contiguous
 ``ROWS / world`` rows and FSDP2 averages the gradients, so the update is the single-process one.
-Rank 0 writes the full (gathered) trainable weights, and the reference policy's logits, to ``out``.
+Sharded runs also use gradient checkpointing (the 1-process baseline does not), so the comparison
+covers both. Rank 0 writes the full (gathered) trainable weights, and the reference policy's logits,
+to ``out``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def run(out: str, lora: bool, world: int, rank: int, resume_check: bool = False)
     reference = None if lora else copy.deepcopy(model)  # full training: a frozen copy of the start
     if reference is not None:
         reference.module.requires_grad_(False)
-    if world > 1:
+    if world > 1:  # sharded runs also recompute activations: neither may change the update
+        model.enable_gradient_checkpointing()
         model.fully_shard()
         if reference is not None:
             reference.fully_shard()
@@ -107,6 +110,7 @@ def _save_and_resume(model, optimizer, lora: bool, where: Path):
     with torch.no_grad():  # make sure nothing of the old weights survives by accident
         for p in fresh.module.parameters():
             p.add_(1.0)
+    fresh.enable_gradient_checkpointing()
     fresh.fully_shard()
     fresh_opt = torch.optim.AdamW([p for p in fresh.module.parameters() if p.requires_grad], lr=1e-2)
     msd, osd = get_state_dict(fresh.module, fresh_opt)

@@ -1,5 +1,5 @@
 """FSDP2 on CPU: 2 gloo processes (accelerate's ``debug_launcher`` and process group) shard a remask
-model with ``HFDiffusionModel.fully_shard`` and train it; the weights equal those of one unsharded
+model with ``HFDiffusionModel.fully_shard`` and train it with gradient checkpointing; the weights equal those of one unsharded
 process on the same global batch to float32 rounding, for full-weight training and for LoRA; the
 reference policy works on the sharded module (LoRA: adapter disabled; full: a frozen sharded copy);
 a sharded checkpoint (torch.distributed.checkpoint) saved and loaded mid-run continues bit-exactly.
