@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     get_registry().raise_problems()
     report = run_compare(args.spec, output_dir=args.out, resume=args.resume, jobs=args.jobs,
                          report_only=args.report_only)
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: the main process reports
+        return 0
     print(report.read_text())
     print(f"wrote {report} (plots, results.json and manifest.json beside it)")
     return 0

@@ -462,8 +462,9 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume:
     threads = max(1, _cores() // jobs) if jobs > 1 else None
     if jobs > 1 and jobs > _cores():
         print(f"note: --jobs {jobs} on {_cores()} cores: each run gets 1 torch thread and they share cores", flush=True)
-    progress = ComparisonProgress(len(plans), reused=len(plans) - len(todo), stream=stream,
-                                  budget=spec.budget.describe())
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch every rank runs this function
+    progress = ComparisonProgress(len(plans), reused=len(plans) - len(todo),
+                                  stream=stream if main else open(os.devnull, "w"), budget=spec.budget.describe())
     for p in todo:
         progress.add_work(1.0 if p.trains else EVAL_ONLY_WEIGHT)
     if len(plans) > len(todo):
@@ -484,6 +485,8 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume:
             f"comparison stopped: {finished}/{len(plans)} runs finished, not run or interrupted: "
             f"{', '.join(stopped)}; nothing was reported. Continue with: remask compare {spec_path} --resume"
             + (f" --out {output_dir}" if output_dir else ""))
+    if not main:  # the main process writes the results and the report
+        return out / "report.md"
     from .run import read_json
 
     runs = [read_json(p.run_dir / "result.json") for p in plans]
