@@ -1,14 +1,14 @@
 """Rollout speed: wall time, NFE and sampler overhead of `llada` and `fast-dllm` under each KV-cache policy.
 
     OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py                    # random LLaDA-shaped, vocab 126,464
-    OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py --builtin tiny-scan --task digit-scan \\
+    OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py --model-path builtin:tiny-scan --task digit-scan \\
         --gen-length 64 --block-length 16                                    # long-completion model + accuracy
 
 The random model has LLaDA-8B's layout (bidirectional Llama, untied head, LLaDA's vocabulary of
 126,464 and mask id 126,336) at a width that runs on a CPU; it is built on the meta device and
-materialised with random weights, nothing is downloaded. With ``--builtin`` a shipped tiny checkpoint
-is decoded on the test split of ``--task`` and greedy accuracy (the task's own ``is_correct``) is
-reported beside the speed.
+materialised with random weights, nothing is downloaded. With ``--model-path`` a `tiny` checkpoint
+(``builtin:NAME`` or a directory) is decoded on the test split of ``--task`` and greedy accuracy
+(the task's own ``is_correct``) is reported beside the speed.
 
 Overhead = sampler time / Σ (bare forward time of each pass it ran): a block's first pass is timed as
 one bare full pass, each later pass as one bare pass of the same batch under the same cache policy
@@ -166,8 +166,9 @@ def task_batch(model: DiffusionModel, task_name: str, task_args: list[str], n: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--builtin", default=None, help="a shipped tiny checkpoint (builtin:NAME) instead of the random model")
-    ap.add_argument("--task", default=None, help="with --builtin: the task whose test split is decoded and scored")
+    ap.add_argument("--model-path", default=None,
+                    help="a tiny-adapter checkpoint (builtin:NAME or a directory) instead of the random model")
+    ap.add_argument("--task", default=None, help="with --model-path: the task whose test split is decoded and scored")
     ap.add_argument("--task-arg", action="append", default=[], help="task config field=value (repeatable)")
     ap.add_argument("--vocab", type=int, default=126464)
     ap.add_argument("--d-model", type=int, default=256)
@@ -187,16 +188,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     steps = args.steps or args.gen_length
     task = None
-    if args.builtin:
+    if args.model_path:
         from remask_diffusion.tiny import TinyDiffusionModel
 
-        model: DiffusionModel = TinyDiffusionModel(TinyDiffusionModel.Config(path=f"builtin:{args.builtin}",
-                                                                             device=args.device))
+        model: DiffusionModel = TinyDiffusionModel(TinyDiffusionModel.Config(path=args.model_path, device=args.device))
         if args.task:
             prompts, task = task_batch(model, args.task, args.task_arg, args.batch)
         else:
             prompts = random_prompts(model, args.batch, args.prompt_length)
-        what = f"builtin:{args.builtin}"
+        what = f"tiny model {args.model_path}" + (f", task {args.task} (test split)" if task is not None else "")
     else:
         model = random_llada(d_model=args.d_model, layers=args.layers, heads=args.heads, mlp=args.mlp,
                              vocab=args.vocab, device=args.device)

@@ -5,6 +5,7 @@ Every function works on whole batches: no Python loop runs over rows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -107,16 +108,17 @@ def top_k_filter(logits: Tensor, top_k: int | None) -> Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def inverse_cdf_sample(probs: Tensor, uniform: Tensor, chunk: int = 1024) -> Tensor:
+def inverse_cdf_sample(probs: Tensor, uniform: Tensor, chunk: int | None = None) -> Tensor:
     """One categorical draw per row by inverting the CDF: ``probs`` ``[N, V]``, ``uniform`` ``[N]``.
 
     Exact (zero-probability tokens are never drawn) and needs one uniform per row instead of V. The
     CDF is inverted in two float64 levels — first over the sums of ``chunk``-wide slices of the
-    vocabulary (``[N, V/chunk]``), then inside the chosen slice (``[N, chunk]``) — so no float64
-    ``[N, V]`` tensor is built; the draw equals inverting the full float64 cumsum except where the two
+    vocabulary (``[N, V/chunk]``), then inside the chosen slice (``[N, chunk]``; default
+    ``chunk = ⌈√V⌉``) — so no float64 ``[N, V]`` tensor is built; the draw equals inverting the full float64 cumsum except where the two
     summation orders round a CDF value across the target (probability ~1e-16 per draw).
     """
     n, v = probs.shape
+    chunk = chunk or max(1, math.isqrt(v - 1) + 1)
     c = -(-v // chunk)
     padded = torch.nn.functional.pad(probs, (0, c * chunk - v)).view(n, c, chunk)  # [N, C, chunk]
     cdf_c = padded.sum(-1, dtype=torch.float64).cumsum(-1)  # [N, C]
