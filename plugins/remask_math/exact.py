@@ -4,7 +4,7 @@ intervals/tuples of such values.
 
 math-verify spends ~2-15 ms per pair (ANTLR parsing, then sympy ``simplify``). Most MATH answers
 that are not plain numbers are closed forms such as ``\\frac{3\\sqrt{2}}{4}``, ``2+3\\sqrt{5}``,
-``\\frac{5\\pi}{6}``, ``2^{10}``, ``x^2+5x+6`` or ``(-3, 5]``. Each parses here into a canonical
+``\\frac{5\\pi}{6}``, ``2^{10}``, ``x^2+5x+6``, ``(-3, 5]`` or ``[2, \\infty)``. Each parses here into a canonical
 value: a Laurent polynomial in the variables and ``\\pi`` whose coefficients are in Q(√n) (one
 rational per squarefree radicand). Distinct squarefree radicands are linearly independent over Q
 and ``\\pi`` is transcendental, so two values are equal exactly when their canonical forms are.
