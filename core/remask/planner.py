@@ -6,7 +6,7 @@ under :class:`LiveBytes`, a dispatch mode that adds up the bytes of every tensor
 creates and subtracts them when the last tensor on that storage dies. Its high-water mark is the
 activation peak of that phase: the kernels, the saved-for-backward tensors, gradient checkpointing's
 recomputation and PEFT's LoRA layers are the real ones, so nothing about the architecture is
-modelled by hand. Only the optimizer and sharding are arithmetic:
+modelled by hand. Attention runs as the fused kernel (:func:`fused_attention`), as on CPU and CUDA. Only the optimizer and sharding are arithmetic:
 
 * parameters ``W`` (4-bit NF4 with double quantisation: 0.5 byte per weight of a quantised linear
   layer plus 8-bit absmax per 64 weights and fp32 second-level scales per 256 blocks, as
@@ -50,6 +50,7 @@ from .errors import RemaskError
 
 __all__ = [
     "LiveBytes",
+    "fused_attention",
     "Sharding",
     "PhasePeak",
     "MemoryPlan",
@@ -128,6 +129,36 @@ class LiveBytes(TorchDispatchMode):
         for t in _tensors(out):
             self._track(t)
         return out
+
+
+def _fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,  # noqa: ANN001
+                enable_gqa=False) -> torch.Tensor:
+    """``scaled_dot_product_attention`` as the fused kernel (``_scaled_dot_product_flash_attention_for
+    _cpu``, which has a meta implementation) instead of the math fallback the meta device would pick:
+    like the CPU and CUDA kernels of a real run it keeps no ``[B, heads, S, S]`` probabilities for
+    backward, only the output and the log-sum-exp."""
+    q, k, v = query, key, value  # [B, H, S, D], [B, H_kv, S_kv, D]
+    if enable_gqa and k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    mask = attn_mask
+    if mask is not None and mask.dtype == torch.bool:  # [B, 1, S, S_kv] -> additive 0 / -inf
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, float(dropout_p or 0.0), bool(is_causal), attn_mask=mask, scale=scale)[0]
+
+
+@contextlib.contextmanager
+def fused_attention() -> Iterator[None]:
+    """Meta-device planning runs attention as :func:`_fused_sdpa` (a module attribute swap, so that
+    gradient checkpointing's recomputation in the autograd thread sees it too)."""
+    functional = torch.nn.functional
+    original = functional.scaled_dot_product_attention
+    functional.scaled_dot_product_attention = _fused_sdpa
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -273,7 +304,7 @@ def _bidirectional(rows: int, seq: int) -> torch.Tensor:
 def _run_meta(module: nn.Module, fn: Callable[[], Any]) -> int:
     """Peak bytes of storages created while ``fn`` runs on the meta module."""
     existing = [p for p in module.parameters()] + [b for b in module.buffers()]
-    with LiveBytes(iter(existing)) as live:
+    with fused_attention(), LiveBytes(iter(existing)) as live:
         result = fn()
         del result
     return live.peak
