@@ -102,7 +102,7 @@ def test_sigterm_stops_the_comparison_and_resume_continues_bit_exactly(tmp_path)
 
 @pytest.mark.slow
 def test_resume_reuses_finished_runs_and_refuses_another_protocol_or_code(tmp_path, monkeypatch):
-    code = {"commit": "a" * 40, "dirty": False, "remask": "0.1.0", "torch": "2"}
+    code = {"commit": "a" * 40, "tree_sha256": "1111", "uncommitted_sha256": None, "remask": "0.1.0", "torch": "2"}
     monkeypatch.setattr(compare, "code_revision", lambda: dict(code))
     spec = write_spec(tmp_path, steps=2, pipelines=[{"name": "d1"}])
     run_compare(spec)
@@ -111,8 +111,16 @@ def test_resume_reuses_finished_runs_and_refuses_another_protocol_or_code(tmp_pa
     run_compare(spec, resume=True)  # nothing to do: the finished run is reused, not retrained
     assert result.stat().st_mtime_ns == before
 
-    monkeypatch.setattr(compare, "code_revision", lambda: {**code, "commit": "b" * 40})
-    with pytest.raises(RemaskError, match=r"made with commit aaaaaaaaaa.*this is commit bbbbbbbbbb"):
+    monkeypatch.setattr(compare, "code_revision", lambda: {**code, "commit": "c" * 40})
+    run_compare(spec, resume=True)  # a commit that changed no code (docs only) does not block a resume
+    assert result.stat().st_mtime_ns == before
+
+    monkeypatch.setattr(compare, "code_revision", lambda: {**code, "commit": "b" * 40, "tree_sha256": "2222"})
+    with pytest.raises(RemaskError, match=r"made with commit aaaaaaaaaa \(code tree 1111\).*this is commit "
+                                          r"bbbbbbbbbb \(code tree 2222\)"):
+        run_compare(spec, resume=True)
+    monkeypatch.setattr(compare, "code_revision", lambda: {**code, "uncommitted_sha256": "3333"})
+    with pytest.raises(RemaskError, match=r"this is commit aaaaaaaaaa \(code tree 1111\) \+ uncommitted changes 3333"):
         run_compare(spec, resume=True)
 
     monkeypatch.setattr(compare, "code_revision", lambda: dict(code))
@@ -158,3 +166,12 @@ def test_report_only_refuses_a_directory_without_results(tmp_path):
     spec = write_spec(tmp_path, steps=2, pipelines=[{"name": "d1"}])
     with pytest.raises(RemaskError, match="no results.json"):
         run_compare(spec, report_only=True)
+
+
+def test_code_revision_identifies_the_work_tree():
+    code = compare.code_revision()
+    assert code["remask"] and code["torch"]
+    if code.get("commit"):  # a git work tree (the test suite runs from one)
+        assert len(code["commit"]) == 40 and len(code["tree_sha256"]) == 16
+    assert compare.same_code(code, dict(code, commit="0" * 40))  # the commit alone is not compared
+    assert not compare.same_code(code, dict(code, tree_sha256="other"))

@@ -39,7 +39,7 @@ from .progress import EVAL_ONLY_WEIGHT, ComparisonProgress
 from .report import markdown_table, summary_rows, write_plots
 
 __all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_raw_config", "run_compare",
-           "write_report", "code_revision", "protocol_difference", "ComparisonStopped", "LOCKED_SECTIONS"]
+           "write_report", "code_revision", "same_code", "protocol_difference", "ComparisonStopped", "LOCKED_SECTIONS"]
 
 #: what a compared pipeline may not change (they define "the same experiment")
 LOCKED_SECTIONS = ("model", "task", "eval")
@@ -182,32 +182,56 @@ class RunPlan:
         return self.entry is not None
 
 
+#: what is not code: changes here do not stop a comparison from resuming
+_NOT_CODE = ("docs/", ".md")
+
+
 def code_revision() -> dict[str, Any]:
-    """What code a run was made with: the git commit of the remask sources, whether the work tree had
-    uncommitted changes to Python files and a hash of them, and the installed versions."""
+    """What code a run was made with, as far as it can change the numbers: a hash of every tracked
+    file of the work tree at HEAD except docs (sources, plugins, shipped checkpoints, example configs)
+    and a hash of the uncommitted changes to them, plus the remask and torch versions. The commit is
+    recorded for people; it is not compared, so a commit that only touches docs does not block a
+    ``--resume``. Untracked files are not seen; outside a git work tree only the versions count."""
     import hashlib
     import subprocess
 
-    from ..engine.reporting import git_revision
     from ..environment import package_version
 
-    git = git_revision()
-    out: dict[str, Any] = {"commit": git.get("commit"), "dirty": bool(git.get("dirty")),
-                           "remask": package_version("remask"), "torch": package_version("torch")}
-    if out["dirty"]:
+    here = Path(__file__).resolve().parent
+    out: dict[str, Any] = {"remask": package_version("remask"), "torch": package_version("torch")}
+
+    def git(*args: str) -> bytes | None:
         try:
-            diff = subprocess.run(["git", "diff", "HEAD", "--", "*.py"], cwd=Path(__file__).resolve().parent,
-                                  capture_output=True, timeout=30).stdout
-            out["diff_sha256"] = hashlib.sha256(diff).hexdigest()[:16]
+            proc = subprocess.run(["git", *args], cwd=here, capture_output=True, timeout=30)
         except (OSError, subprocess.SubprocessError):
-            out["diff_sha256"] = None
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return out
+    listing = git("ls-tree", "-r", "--full-tree", "HEAD") or b""
+    kept = [line for line in listing.decode(errors="replace").splitlines()
+            if not (line.split("\t", 1)[-1].startswith(_NOT_CODE[0]) or line.endswith(_NOT_CODE[1]))]
+    diff = git("diff", "HEAD", "--", ":(top)", ":(top,exclude)docs", ":(top,exclude)*.md") or b""
+    out.update(commit=commit.decode().strip(),
+               tree_sha256=hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16],
+               uncommitted_sha256=hashlib.sha256(diff).hexdigest()[:16] if diff else None)
     return out
 
 
+def same_code(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two :func:`code_revision` records describe the same code (the commit aside)."""
+    keys = ("remask", "torch", "tree_sha256", "uncommitted_sha256")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
 def _describe_code(code: Mapping[str, Any]) -> str:
-    commit = (code.get("commit") or "no git")[:10]
-    dirty = f" + uncommitted changes {code.get('diff_sha256')}" if code.get("dirty") else ""
-    return f"commit {commit}{dirty} (remask {code.get('remask')}, torch {code.get('torch')})"
+    if not code.get("commit"):
+        return f"remask {code.get('remask')}, torch {code.get('torch')} (no git work tree)"
+    changes = f" + uncommitted changes {code['uncommitted_sha256']}" if code.get("uncommitted_sha256") else ""
+    return (f"commit {code['commit'][:10]} (code tree {code.get('tree_sha256')}){changes}, remask {code.get('remask')}, "
+            f"torch {code.get('torch')}")
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -264,7 +288,7 @@ def _check_resumable(plans: list[RunPlan], code: Mapping[str, Any]) -> None:
         if diff is not None:
             problems.append(f"{plan.run_dir}: made under a different protocol ({diff})")
             continue
-        if stored.get("code") != dict(code):
+        if not same_code(stored.get("code") or {}, code):
             problems.append(f"{plan.run_dir}: made with {_describe_code(stored.get('code') or {})}, "
                             f"this is {_describe_code(code)}")
             continue
