@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 __all__ = ["env_info", "package_version", "REPORTED_PACKAGES", "available_cores", "default_torch_threads",
-           "set_torch_threads", "namespace_shadowing"]
+           "set_torch_threads", "namespace_shadowing", "busy_machine"]
 
 #: distributions whose versions a bug report and a run manifest name
 REPORTED_PACKAGES = ("remask", "torch", "transformers", "peft", "accelerate", "pluggy", "pydantic", "datasets",
@@ -73,6 +73,19 @@ def namespace_shadowing() -> str | None:
         return (f"`remask` resolves to the namespace package {where}, not the installed package: a directory "
                 "named remask/ in the current directory (or on PYTHONPATH) shadows it; run from another directory")
     return None
+
+
+def busy_machine(threads: int) -> str | None:
+    """A warning when other work already keeps this machine's cores busy (1-minute load average at
+    least the available cores) and a run is about to use more than one thread per process."""
+    if threads <= 1 or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], available_cores()
+    if load < cores:
+        return None
+    return (f"the machine is busy (load average {load:.1f} on {cores} cores) and each process uses {threads} torch "
+            "threads; on a shared CPU one thread can be several times faster (benchmarks/torch_threads.py): "
+            "set train.torch_threads: 1 or OMP_NUM_THREADS=1")
 
 
 def env_info() -> dict[str, Any]:

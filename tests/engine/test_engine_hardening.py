@@ -284,3 +284,15 @@ def test_per_rank_rollout_and_reward_seconds_are_logged(make_config, tmp_path):
     row = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert row["perf/rollout_seconds_max_rank"] >= row["perf/rollout_seconds_min_rank"] > 0
     assert row["perf/reward_slowest_rank"] == 0.0 and row["train/num_tokens"] > 0
+
+
+def test_a_read_only_output_dir_is_one_line(tmp_path, monkeypatch):
+    # (as root, chmod cannot make a directory read-only, so the refusal of the OS is simulated)
+    import remask.engine.rundir as rundir
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(rundir.os, "open", read_only)
+    with pytest.raises(remask.RemaskError, match=r"run: cannot write there \(Read-only file system\)"):
+        RunDirLock(tmp_path / "run").acquire()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import TrainConfig, check_batch_arithmetic
-from ..environment import set_torch_threads
+from ..environment import busy_machine, set_torch_threads
 from ..errors import ConfigError, PluginError, RemaskError
 from ..interfaces import DiffusionModel
 from ..registry import Registry, get_registry
@@ -107,6 +107,7 @@ class Engine:
         self.eval_results: dict[str, EvalResult] = {}
         self.log_history: list[dict[str, Any]] = []  # trainer_state.json's log_history: what was logged, by step
         self._lock: RunDirLock | None = None
+        self.torch_threads = 0  # set by run()
         self.last_metrics: dict[str, float] = {}
         self._pending: list[dict[str, float]] = []  # per-round metrics since the last log
 
@@ -354,6 +355,7 @@ class Engine:
                 "forward_passes_done": self.forward_passes_done,
                 "data": self.data.state_dict(),
                 "num_processes": self.world,
+                "torch_threads": self.torch_threads,
                 "config": self.config.dump(),
             },
         }
@@ -364,6 +366,11 @@ class Engine:
         if state.get("num_processes", 1) != self.world:
             log.warning("%s was written by %s processes, resuming with %s: the data order is kept, "
                         "the per-process sampling streams restart", path, state.get("num_processes"), self.world)
+        saved_threads = state.get("torch_threads")
+        if saved_threads not in (None, self.torch_threads) and self.is_main:
+            log.warning("%s was written with %s torch threads, resuming with %s: CPU results may differ in the "
+                        "last bits from an uninterrupted run (set train.torch_threads to keep them equal)",
+                        path, saved_threads, self.torch_threads)
         changed = changed_settings(state.get("config"), self.config.dump())
         if changed and self.is_main:
             log.warning("resuming %s with changed settings: %s", path, "; ".join(changed[:8]))
@@ -477,9 +484,13 @@ class Engine:
         t0 = time.perf_counter()
         self._run_started = t0
         threads, why = set_torch_threads(self.train_cfg.torch_threads)
+        self.torch_threads = threads
         self.accelerator = self._make_accelerator()
         if self.accelerator.is_main_process:
             log.info("torch threads per process: %d (%s)", threads, why)
+            busy = busy_machine(threads)
+            if busy:
+                log.warning("%s", busy)
         self._claim_output_dir()
         try:
             return self._run(t0)
