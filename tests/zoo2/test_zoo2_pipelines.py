@@ -1,4 +1,4 @@
-"""Coupled-GRPO and VRPO end to end: every example validates and trains 2 steps on the shipped tiny
+"""Coupled-GRPO, VRPO and TraceRL end to end: every example validates and trains 2 steps on the shipped tiny
 model, and `remask compare` runs them side by side (at test size)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ZOO2 = {
     "coupled-grpo": ("tiny-arith-coupled-grpo.yaml", "remask_coupled_grpo"),
     "vrpo": ("tiny-arith-vrpo.yaml", "remask_vrpo"),
+    "tracerl": ("tiny-arith-tracerl.yaml", "remask_tracerl"),
 }
 
 SHORT = {
@@ -107,7 +108,7 @@ def test_vrpo_example_starts_at_ln2(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_remask_compare_runs_coupled_grpo_and_vrpo(tmp_path):
+def test_remask_compare_runs_coupled_grpo_vrpo_and_tracerl(tmp_path):
     from remask.harness.compare import run_compare
 
     base = {
@@ -122,7 +123,10 @@ def test_remask_compare_runs_coupled_grpo_and_vrpo(tmp_path):
     }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     pipelines = [{"name": "coupled-grpo"},
-                 {"name": "vrpo", "set": {"objective": {"name": "vrpo", "n_t": 2}, "advantage": {"name": "raw-reward"}}}]
+                 {"name": "vrpo", "set": {"objective": {"name": "vrpo", "n_t": 2}, "advantage": {"name": "raw-reward"}}},
+                 {"name": "tracerl", "set": {"objective": {"name": "tracerl", "value": {"enabled": True}},
+                                             "advantage": {"name": "tracerl-zscore", "filter_groups": False},
+                                             "step_selector": {"name": "trace-shrink", "shrink": 2}}}]
     spec = {"base": "base.yaml", "output_dir": str(tmp_path / "out"), "seeds": [0], "evaluate_base": False,
             "budget": {"optimizer_steps": 2}, "eval": {"limit": 4, "samples_per_prompt": 2, "batch_size": 4},
             "pipelines": pipelines}

@@ -1,0 +1,81 @@
+"""TraceRL's step selector (``trace-shrink``) and advantage (``tracerl-zscore``).
+
+``trace-shrink`` returns, per row, the first step of every chunk of ``σ`` distinct sampler steps
+(:func:`remask_tracerl.trace.chunk_starts`); ``tracerl-zscore`` is dLLM-RL's ``reward/rl_reward.py``
+advantage: ``A_j = (r_j − mean_group r) / std_group r`` with the population std (ddof 0), 0 for a
+group whose rewards are all equal, and 0 for groups outside the accuracy band (the official code
+drops those groups from training).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+import remask
+
+from .trace import chunk_starts
+
+__all__ = ["TraceShrinkSelector", "TraceRLZScoreAdvantage", "zscore_advantages"]
+
+
+class TraceShrinkSelector(remask.StepSelector):
+    """The start of every chunk of ``shrink`` distinct recorded steps (TraceRL's shrinkage σ), in time order."""
+
+    name = "trace-shrink"
+
+    class Config(remask.ComponentConfig):
+        shrink: int = Field(
+            8, ge=1, description="σ: distinct sampler steps merged into one training step (dLLM-RL: 8 for LLaDA/Dream, "
+            "1 for TraDo); 1 trains every step."
+        )
+
+    def select(self, rollout: remask.Rollout, generator: torch.Generator) -> remask.StepSelection:
+        starts, valid = chunk_starts(rollout.unmask_step, self.config.shrink)  # [B, K], [B, K]
+        return remask.StepSelection(steps=starts, valid=valid)
+
+
+def zscore_advantages(rewards: Tensor, group_size: int, *, min_accuracy: float | None = None,
+                      max_accuracy: float | None = None) -> Tensor:
+    """``(r − mean) / std`` per group with ddof 0 (0 where std = 0); groups whose mean reward lies outside
+    ``[min_accuracy, max_accuracy]`` get 0. ``[B] -> [B]``."""
+    b = rewards.shape[0]
+    if b % group_size:
+        raise ValueError(f"{b} rows do not split into groups of {group_size}")
+    r = rewards.float().view(b // group_size, group_size)  # [n, G]
+    mean = r.mean(-1, keepdim=True)
+    std = r.std(-1, unbiased=False, keepdim=True)  # ddof 0
+    adv = torch.where(std > 0, (r - mean) / std.clamp_min(1e-12), torch.zeros_like(r))
+    keep = torch.ones_like(mean, dtype=torch.bool)
+    if min_accuracy is not None:
+        keep &= mean >= min_accuracy
+    if max_accuracy is not None:
+        keep &= mean <= max_accuracy
+    return (adv * keep).reshape(b)
+
+
+class TraceRLZScoreAdvantage(remask.AdvantageEstimator):
+    """dLLM-RL's z-scored group reward (population std), with its accuracy band as a zero-advantage filter."""
+
+    name = "tracerl-zscore"
+
+    class Config(remask.ComponentConfig):
+        filter_groups: bool = Field(
+            True, description="Zero the advantages of groups whose mean reward is outside [min_accuracy, max_accuracy] "
+            "(dLLM-RL drops them from training)."
+        )
+        min_accuracy: float = Field(0.2, ge=0, le=1, description="Lower end of the kept band of group accuracy.")
+        max_accuracy: float = Field(0.8, ge=0, le=1, description="Upper end of the kept band of group accuracy.")
+
+        @model_validator(mode="after")
+        def _band(self):
+            if self.min_accuracy > self.max_accuracy:
+                raise ValueError(f"min_accuracy ({self.min_accuracy}) must not exceed max_accuracy ({self.max_accuracy})")
+            return self
+
+    def estimate(self, *, rollout, rewards, selection, context) -> Tensor:
+        c = self.config
+        g = max(1, rollout.prompts.group_size)
+        lo, hi = (c.min_accuracy, c.max_accuracy) if c.filter_groups else (None, None)
+        return zscore_advantages(rewards.total.nan_to_num(0.0), g, min_accuracy=lo, max_accuracy=hi)
