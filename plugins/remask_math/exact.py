@@ -24,8 +24,9 @@ import re
 from fractions import Fraction
 from functools import lru_cache
 
-#: single letters read as variables; ``e``/``i``/``j`` (constants to math-verify) are not among them
-VARIABLES = frozenset("abcdkmnpqrstuvwxyz")
+#: single letters read as variables; ``e``/``i``/``j`` (constants to math-verify) and ``d``
+#: (a differential in ``\frac{d}{dx}``) are not among them
+VARIABLES = frozenset("abckmnpqrstuvwxyz")
 _MAX_TERMS = 64
 _MAX_EXPONENT = 40
 _MAX_RADICAND = 10**6
@@ -164,9 +165,11 @@ class _Parser:
         return tok
 
     def expr(self) -> Value:
-        sign = 1
-        while self.peek() in ("+", "-"):
-            sign = -sign if self.take() == "-" else sign
+        sign = -1 if self.peek() == "-" else 1
+        if self.peek() in ("+", "-"):
+            self.take()
+        if self.peek() in ("+", "-"):
+            raise _Decline  # "--5": left to math-verify
         value = self.term()
         if sign < 0:
             value = _mul(value, _const(Fraction(-1)))
