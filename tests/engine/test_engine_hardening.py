@@ -102,6 +102,25 @@ def test_disk_full_or_read_only_while_saving_is_one_line(fakes, tmp_path, capsys
     assert words in line and "trainer_state.json" in line
 
 
+def test_torch_save_on_a_full_disk_is_one_line(fakes, tmp_path, capsys, monkeypatch):
+    # torch.save reports ENOSPC as RuntimeError("... file write failed"); the free space decides
+    import shutil
+    from collections import namedtuple
+
+    import remask.engine.base as base
+
+    def failing_save(obj, path, *args, **kwargs):
+        raise RuntimeError(f"[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           f"data/0 of {path}: file write failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(base.torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 0))
+    assert main(["train", _cfg(tmp_path, max_steps=2)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no space left on the device while writing" in line and ".tmp-checkpoint-2" in line
+
+
 # -- resume ------------------------------------------------------------------------------------------
 
 

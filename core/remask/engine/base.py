@@ -8,8 +8,9 @@ import logging
 import math
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -56,6 +57,31 @@ def _read_checkpoint_file(path: Path, read: Callable[[Path], Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 - torch/safetensors/json raise many types for a damaged file
         raise RemaskError(f"--resume: {path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
                           f"resume from another checkpoint-<step>/ with --resume PATH") from None
+
+
+@contextmanager
+def _disk_full_is_one_line(where: Path) -> Iterator[None]:
+    """Turn a write that failed because the disk is full into one line (exit 2): torch and
+    safetensors raise ``RuntimeError`` for ENOSPC, so the free space is checked as well."""
+    import errno
+    import shutil
+
+    try:
+        yield
+    except RemaskError:
+        raise
+    except Exception as exc:
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+        if not full:
+            try:
+                full = shutil.disk_usage(where if where.exists() else where.parent).free < 1 << 20
+            except OSError:
+                full = False
+        if not full:
+            raise
+        raise RemaskError(f"no space left on the device while writing {getattr(exc, 'filename', None) or where}; "
+                          "free some and continue with "
+                          "--resume (the last complete checkpoint is intact)") from exc
 
 
 def _trainer_state(path: Path) -> dict[str, Any]:
@@ -306,21 +332,22 @@ class Engine:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        torch.save(self.rng.state_dict(), tmp / f"rng_state_{self.rank}.pth")
-        full_state = acc.get_state_dict(self.model.module) if self.wrapped else None  # collective under FSDP/ZeRO-3
-        if self.is_main:
-            if full_state is not None:
-                from safetensors.torch import save_file
+        with _disk_full_is_one_line(tmp):  # torch.save and safetensors report ENOSPC as RuntimeError
+            torch.save(self.rng.state_dict(), tmp / f"rng_state_{self.rank}.pth")
+            full_state = acc.get_state_dict(self.model.module) if self.wrapped else None  # collective under FSDP/ZeRO-3
+            if self.is_main:
+                if full_state is not None:
+                    from safetensors.torch import save_file
 
-                save_file({k: v.detach().cpu().contiguous().clone() for k, v in full_state.items()},
-                          str(tmp / "model.safetensors"))
-            else:
-                ckpt.save_model_weights(self.model, tmp)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(self._objective_state(), tmp / "objective.pt")
-            self._extra_checkpoint(tmp)
-            ckpt.write_json(tmp / ckpt.TRAINER_STATE, self._trainer_state_dict())
+                    save_file({k: v.detach().cpu().contiguous().clone() for k, v in full_state.items()},
+                              str(tmp / "model.safetensors"))
+                else:
+                    ckpt.save_model_weights(self.model, tmp)
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                torch.save(self._objective_state(), tmp / "objective.pt")
+                self._extra_checkpoint(tmp)
+                ckpt.write_json(tmp / ckpt.TRAINER_STATE, self._trainer_state_dict())
         acc.wait_for_everyone()
         final = None
         if self.is_main:
