@@ -176,6 +176,9 @@ class TraceRLObjective(remask.PolicyObjective):
                 f"objective tracerl: needs one advantage per row, shape [{rollout.batch_size}], got "
                 f"{tuple(advantages.shape)}; use advantage: tracerl-zscore"
             )
+        if bool((rollout.unmask_step < 0).all(dim=-1).any()):
+            raise RemaskError("objective tracerl: trains on the recorded trace, but some rows have no recorded "
+                              "unmask_step (offline data); sample online or store rollouts with their trajectories")
         device = context.device
         if c.value.enabled and self.value_head is None:
             self.setup(policy=context.policy)

@@ -158,3 +158,15 @@ def test_without_a_selector_every_step_is_a_chunk():
     obj = TraceRLObjective()
     state = obj.prepare(rollout=ro, advantages=torch.zeros(4), selection=None, context=fake_context(model))
     assert state.starts[0].tolist() == [0, 1, 2, 3] and state.prepare_forward_passes == 4
+
+
+def test_rollouts_without_a_recorded_trace_are_refused():
+    import dataclasses
+
+    from remask.errors import RemaskError
+
+    model, ro = fake_rollout(group_size=2)
+    offline = dataclasses.replace(ro, unmask_step=torch.full_like(ro.unmask_step, -1))
+    with pytest.raises(RemaskError, match="recorded"):
+        TraceRLObjective().prepare(rollout=offline, advantages=torch.zeros(4), selection=None,
+                                   context=fake_context(model))
