@@ -44,15 +44,24 @@ def _words(span: str) -> set[str]:
     return words
 
 
+#: phrases that only assert the answer ("the answer is 5", "5 is the final answer"); removed before
+#: looking for hedge words, so their "is" does not count as a verdict
+_AFFIRMATION = re.compile(
+    r"(?i)(?:\b(?:so|thus|hence|therefore)\s*,?\s*)?\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|[:=])"
+    r"|\bis\s+(?:the\s+)?(?:final\s+|correct\s+)?answer\b"
+)
+
+
 def hedge_reason(pred: str, gold: str) -> str | None:
     """``"hedged-answer"`` when ``pred`` carries words or asides that qualify its value, else None.
 
-    * a word of :data:`HEDGE_WORDS` that the gold does not contain (``5 or more``, ``18 is wrong``,
-      ``5 \\text{ is the answer}``);
+    * a word of :data:`HEDGE_WORDS` that the gold does not contain (``5 or more``, ``18 is wrong``),
+      after phrases that only assert the answer are removed (``The answer is 5`` and
+      ``5 \\text{ is the answer}`` are plain answers; ``The answer is 5 or more`` is still a hedge);
     * a ``\\text{}`` group holding a digit next to other content (``5\\text{ (6)}``); a span that is
       only ``\\text{13}`` is an answer, not an aside.
     """
-    extra = (_words(pred) & HEDGE_WORDS) - _words(gold)
+    extra = (_words(_AFFIRMATION.sub(" ", pred)) & HEDGE_WORDS) - _words(gold)
     if extra:
         return "hedged-answer"
     for m in _TEXT_CMD.finditer(pred):

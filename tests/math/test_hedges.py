@@ -13,7 +13,9 @@ CASES = [
     ("5", "5 or fewer", 0.0),
     ("18", "18 is wrong", 0.0),
     ("5", "5\\text{ (maybe 6)}", 0.0),
-    ("5", "5 \\text{ is the answer}", 0.0),
+    ("5", "5 \\text{ is the answer or } 6", 0.0),
+    ("5", "\\text{The answer is } 5 \\text{ or more}", 0.0),
+    ("5", "\\text{The answer is } 6 \\text{, not } 5", 0.0),
     ("5", "5\\text{ or more}", 0.0),
     ("5", "5 \\text{(approx.)}", 0.0),
     ("5", "\\text{at least } 5", 0.0),
@@ -29,6 +31,7 @@ CASES = [
     ("18", "18 dollars", 1.0),
     ("13", "\\text{13}", 1.0),
     ("5", "x = 5", 1.0),
+    ("5", "5 \\text{ is the answer}", 1.0),  # an affirmation, not a verdict
     ("5", "2+3=5", 1.0),
     ("5", "x = 2+3 = 5", 1.0),
     ("\\text{neither}", "\\text{neither}", 1.0),  # a hedge word the gold itself uses
