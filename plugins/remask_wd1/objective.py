@@ -86,7 +86,10 @@ class WD1Objective(remask.PolicyObjective):
                                     context.policy.mask_token_id, p_mask_prompt=c.p_mask_prompt, seed=s), device)
             for s in seeds
         )
-        size = rollout.batch_size if c.softmax_over == "micro-batch" else max(1, rollout.prompts.group_size)
+        try:
+            size = rollout.batch_size if c.softmax_over == "micro-batch" else max(1, rollout.prompts.group_size)
+        except ValueError as exc:  # groups of unequal size: a micro-batch cut through a group
+            raise RemaskError(f"objective wd1: softmax_over: group needs whole groups in a micro-batch ({exc})") from exc
         if rollout.batch_size % size:
             raise RemaskError(
                 f"objective wd1: a micro-batch of {rollout.batch_size} rows does not hold whole groups of "
