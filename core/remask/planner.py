@@ -327,11 +327,12 @@ def _loss_peak(module: nn.Module, rows: int, seq: int, *, keep_grads: bool) -> i
     ids = torch.zeros(rows, seq, dtype=torch.long, device="meta")  # [M, S]
 
     def run() -> None:
-        out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False)
-        logp = out.logits.float().log_softmax(-1)  # [M, S, V]
-        loss = logp.gather(-1, ids.unsqueeze(-1)).mean()
-        del out, logp
-        loss.backward()
+        with torch.enable_grad():  # also when the caller plans inside no_grad
+            out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False)
+            logp = out.logits.float().log_softmax(-1)  # [M, S, V]
+            loss = logp.gather(-1, ids.unsqueeze(-1)).mean()
+            del out, logp
+            loss.backward()
 
     # keep_grads: gradients accumulate in .grad as in a real step and count where they occur;
     # otherwise each is dropped once accumulated (a sharded run keeps only its shard: the plan adds it)
