@@ -484,6 +484,9 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume:
         _check_resumable(plans, code)
     todo = [p for p in plans if p.action != "reuse"]
     threads = max(1, _cores() // jobs) if jobs > 1 else None
+    if jobs > 1 and spec.budget.wall_seconds:
+        print(f"note: --jobs {jobs} with a wall_seconds budget: runs that share the machine get fewer steps than "
+              "one at a time", flush=True)
     if jobs > 1 and jobs > _cores():
         print(f"note: --jobs {jobs} on {_cores()} cores: each run gets 1 torch thread and they share cores", flush=True)
     main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch every rank runs this function
