@@ -81,6 +81,7 @@ __all__ = [
     "coupled_weights",
     "coupled_views",
     "stratified_count_views",
+    "stratified_time_views",
     "views_to",
     "view_logprobs",
     "token_logprobs",
@@ -783,6 +784,45 @@ def stratified_count_views(
         rows.append(fixed_count_mask(span[r].expand(n, l), counts, g))  # [N, L]
     masked = torch.stack(rows, dim=1)  # [N, B, L]
     weights = fixed_count_weights(masked, span, include_zero=False)  # [N, B, L]
+    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
+    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
+    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
+    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+
+
+def stratified_time_views(
+    prompt_ids: Tensor,  # [B, P] long
+    completion_ids: Tensor,  # [B, L] long
+    mask_token_id: int,
+    *,
+    n_t: int,
+    seed: int,
+    n_yt: int = 1,
+    span: Tensor | None = None,  # [B, L] bool; None = every completion position
+    stratified: bool = True,
+    t_min: float = 1e-3,
+) -> NoisyViews:
+    """``N = n_t · n_yt`` random-t ELBO views per row over a span (VRPO's continuous form, LLaDA 1.5
+    arXiv 2505.19223 §3.2; LLaDA eq. 3): per row ``t_j = (j + v)/n_t`` with one ``v ~ U(0, 1)``
+    (``stratified``) or ``t_j ~ U(0, 1)`` i.i.d., clamped to ``≥ t_min`` (LLaDA's ε); each span token
+    masked independently w.p. ``t_j`` in each of the ``n_yt`` views of that timestep; weight
+    ``1[masked]/t_j``. Positions outside the span are never masked and weigh 0, so ``Σ_k ℓ(o_k)``
+    from :func:`token_logprobs` is ``(1/N) Σ_views (1/t) Σ_{i masked} log p(o_i | view)``.
+    """
+    if n_t < 1 or n_yt < 1:
+        raise ValueError(f"n_t and n_yt must be >= 1, got n_t={n_t}, n_yt={n_yt}")
+    g = _local_generator(seed)
+    b, l = completion_ids.shape
+    span = torch.ones(b, l, dtype=torch.bool) if span is None else span.cpu().bool()  # [B, L]
+    if stratified:
+        v = torch.rand((1, b), generator=g)  # [1, B]
+        t = (torch.arange(n_t, dtype=torch.float32).unsqueeze(-1) + v) / n_t  # [n_t, B]
+    else:
+        t = torch.rand((n_t, b), generator=g)  # [n_t, B]
+    t = t.clamp_min(t_min).repeat_interleave(n_yt, dim=0).unsqueeze(-1)  # [N, B, 1]
+    masked = (torch.rand((n_t * n_yt, b, l), generator=g) < t) & span  # [N, B, L]
+    weights = masked.float() / t  # [N, B, L]
+    n = masked.shape[0]
     o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
     x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
     q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]

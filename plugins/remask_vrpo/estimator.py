@@ -15,7 +15,7 @@ from torch import Tensor
 
 import remask
 from remask.functional import full_sequence
-from remask.likelihood import stratified_count_views, token_logprobs, views_to
+from remask.likelihood import stratified_count_views, stratified_time_views, token_logprobs, views_to
 
 __all__ = ["VRPOElboLogRatio"]
 
@@ -28,17 +28,18 @@ class VRPOElboLogRatio(remask.LikelihoodEstimator):
     class Config(remask.ComponentConfig):
         n_t: int = Field(4, ge=1, description="Timesteps (mask counts) per row.")
         n_yt: int = Field(1, ge=1, description="Masks per timestep (1: VRPO's optimal allocation).")
-        timesteps: Literal["discrete-stratified", "discrete"] = Field(
-            "discrete-stratified", description="Counts stratified across a row's views, or drawn independently."
+        timesteps: Literal["discrete-stratified", "discrete", "continuous-stratified", "continuous"] = Field(
+            "discrete-stratified", description="Fixed-count (discrete) or random-t (continuous) views, stratified "
+            "across a row's views or drawn independently (as the vrpo objective's field)."
         )
 
     def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
         c = self.config
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
         span = rollout.completion_mask.cpu().bool()  # [B, L]
-        views = stratified_count_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
-                                       n_t=c.n_t, n_yt=c.n_yt, seed=seed, span=span,
-                                       stratified=c.timesteps == "discrete-stratified")
+        build = stratified_count_views if c.timesteps.startswith("discrete") else stratified_time_views
+        views = build(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
+                      n_t=c.n_t, n_yt=c.n_yt, seed=seed, span=span, stratified=c.timesteps.endswith("stratified"))
         device = policy.device
         views = views_to(views, device)
         ids = rollout.completion_ids.to(device)

@@ -24,7 +24,14 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence
-from remask.likelihood import NoisyViews, draw_mask_seeds, stratified_count_views, token_logprobs, views_to
+from remask.likelihood import (
+    NoisyViews,
+    draw_mask_seeds,
+    stratified_count_views,
+    stratified_time_views,
+    token_logprobs,
+    views_to,
+)
 
 from .loss import best_vs_worst, normalise_elbo, vrpo_loss
 
@@ -64,10 +71,12 @@ class VRPOObjective(remask.PolicyObjective):
         n_yt: int = Field(
             1, ge=1, description="Masks per timestep; 1 is VRPO's optimal allocation (n_t = n, n_yt = 1)."
         )
-        timesteps: Literal["discrete-stratified", "discrete"] = Field(
+        timesteps: Literal["discrete-stratified", "discrete", "continuous-stratified", "continuous"] = Field(
             "discrete-stratified",
             description="discrete-stratified: counts l_j spread evenly over 1..L_y from one uniform offset "
-            "(LLaDA's get_log_likelihood, DARE); discrete: every count drawn independently from U{1..L_y}.",
+            "(LLaDA's get_log_likelihood, DARE); discrete: every count drawn independently from U{1..L_y}; "
+            "continuous(-stratified): the paper's random-t form, t_j = (j + v)/n_t (or i.i.d. U(0,1)), each token "
+            "masked w.p. t_j, weight 1/t_j.",
         )
         antithetic: bool = Field(
             True, description="Score the policy and the reference on the same masked views (VRPO); false draws the "
@@ -112,9 +121,10 @@ class VRPOObjective(remask.PolicyObjective):
         seeds = draw_mask_seeds(context.generator, 1 if c.antithetic else 2)
 
         def build(seed: int) -> NoisyViews:
-            return views_to(stratified_count_views(
+            views = stratified_count_views if c.timesteps.startswith("discrete") else stratified_time_views
+            return views_to(views(
                 prompts.prompt_ids, rollout.completion_ids, context.policy.mask_token_id, n_t=c.n_t, n_yt=c.n_yt,
-                seed=seed, span=span, stratified=c.timesteps == "discrete-stratified"), device)
+                seed=seed, span=span, stratified=c.timesteps.endswith("stratified")), device)
 
         ref_views = build(seeds[0])
         policy_views = ref_views if c.antithetic else build(seeds[1])

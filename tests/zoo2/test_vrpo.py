@@ -12,7 +12,7 @@ from remask_vrpo.loss import best_vs_worst, normalise_elbo, vrpo_loss
 from remask_vrpo.objective import VRPOObjective
 
 from remask.errors import RemaskError
-from remask.likelihood import fixed_count_weights, stratified_count_views
+from remask.likelihood import fixed_count_weights, stratified_count_views, stratified_time_views
 from remask.testing import check_component, fake_context, fake_rollout
 
 
@@ -133,14 +133,15 @@ def test_spec_v2_optimal_allocation_variance(n_t, n_yt, variance):
     assert float(d.var()) == pytest.approx(variance, rel=0.1)
 
 
-def test_theta_equal_ref_gives_ln2_only_with_shared_noise():
+@pytest.mark.parametrize("timesteps", ["discrete-stratified", "discrete", "continuous-stratified", "continuous"])
+def test_theta_equal_ref_gives_ln2_only_with_shared_noise(timesteps):
     """Spec V3: with shared masks B̂_θ − B̂_ref = 0 for every draw, so L = ln 2; independent masks break it."""
     model, ro = fake_rollout(group_size=2)
     adv = torch.tensor([1.0, 0.0, 0.0, 1.0])
     for antithetic, exact in ((True, True), (False, False)):
         ctx = fake_context(model)
         ctx.reference = model
-        obj = VRPOObjective(VRPOObjective.Config(n_t=2, antithetic=antithetic))
+        obj = VRPOObjective(VRPOObjective.Config(n_t=2, antithetic=antithetic, timesteps=timesteps))
         state = obj.prepare(rollout=ro, advantages=adv, selection=None, context=ctx)
         assert state.chosen.tolist() == [0, 3] and state.rejected.tolist() == [1, 2]
         out = obj.loss(state, inner_step=0, context=ctx)
@@ -169,3 +170,21 @@ def test_groups_of_one_are_refused_with_a_clear_error():
 def test_contract_objective_and_estimator():
     assert check_component(VRPOObjective, VRPOObjective.Config(n_t=2)) == []
     assert check_component(VRPOElboLogRatio) == []
+
+
+def test_continuous_views_are_unbiased_stratified_and_respect_the_span():
+    comp = torch.ones(1, 6, dtype=torch.long)
+    span = torch.tensor([[True, True, True, True, True, False]])
+    totals = torch.zeros(4)
+    draws = 800
+    for seed in range(draws):
+        v = stratified_time_views(torch.zeros(1, 1, dtype=torch.long), comp, 9, n_t=4, seed=seed, span=span)
+        w = v.token_weights[:, 0]  # [4, 6]
+        assert (w[:, 5] == 0).all() and not (v.input_ids[:, 0, 6] == 9).any()
+        for j in range(4):  # view j's t lies in its stratum [j/4, (j+1)/4)
+            row = w[j][w[j] > 0]
+            if row.numel():
+                assert j / 4 - 1e-6 <= float(1.0 / row[0]) <= (j + 1) / 4 + 1e-6
+        totals += w.sum(-1)
+    # E[Σ_span 1[masked]/t] = |span| = 5 for every view
+    assert torch.allclose(totals / draws, torch.full((4,), 5.0), rtol=0.15)
