@@ -71,7 +71,9 @@ class LoraSettings(_Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
-    load_in_4bit: bool = Field(False, description="Quantise the base to NF4 with bitsandbytes (GPU only).")
+    load_in_4bit: bool = Field(
+        False, description="QLoRA: quantise the base to NF4 with double quantisation (bitsandbytes; CUDA or its CPU backend)."
+    )
 
 
 class TrainConfig(_Strict):
