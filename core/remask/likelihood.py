@@ -717,7 +717,7 @@ def coupled_views(
     full_view: bool = True,
     pair_reduction: str = "sum",
 ) -> NoisyViews:
-    """DiffuCoder's coupled views of a micro-batch (Coupled-GRPO, arXiv 2506.20639 §4; official code
+    """DiffuCoder's coupled views of a micro-batch (Coupled-GRPO, arXiv 2506.20639; official code
     ``forward_process`` @ f735e01): ``t ~ U(t_low, t_high)`` (one per call with ``t_per="batch"``, as
     the code; one per row with ``"row"``), ``u ~ U(0, 1)^{B×L}``, and the views ``[M…M]`` (full),
     ``o`` masked where ``u < t`` and ``o`` masked where ``u ≥ t`` — every completion token (post-EOS
@@ -756,7 +756,7 @@ def stratified_count_views(
     stratified: bool = True,
 ) -> NoisyViews:
     """``N = n_t · n_yt`` fixed-count ELBO views per row whose mask counts are stratified across the
-    views of that row (LLaDA's ``get_log_likelihood`` @ b7e6c35; VRPO, LLaDA 1.5 arXiv 2505.19223 §3.2):
+    views of that row (LLaDA's ``get_log_likelihood`` @ b7e6c35; VRPO, LLaDA 1.5 arXiv 2505.19223):
 
         l_j = 1 + (⌊k_0 + j·u/n_t + ½⌋ mod u),  k_0 ~ U{0..u−1},  j = 0..n_t−1   (u = span length)
 
@@ -803,7 +803,7 @@ def stratified_time_views(
     t_min: float = 1e-3,
 ) -> NoisyViews:
     """``N = n_t · n_yt`` random-t ELBO views per row over a span (VRPO's continuous form, LLaDA 1.5
-    arXiv 2505.19223 §3.2; LLaDA eq. 3): per row ``t_j = (j + v)/n_t`` with one ``v ~ U(0, 1)``
+    arXiv 2505.19223; LLaDA eq. 3): per row ``t_j = (j + v)/n_t`` with one ``v ~ U(0, 1)``
     (``stratified``) or ``t_j ~ U(0, 1)`` i.i.d., clamped to ``≥ t_min`` (LLaDA's ε); each span token
     masked independently w.p. ``t_j`` in each of the ``n_yt`` views of that timestep; weight
     ``1[masked]/t_j``. Positions outside the span are never masked and weigh 0, so ``Σ_k ℓ(o_k)``

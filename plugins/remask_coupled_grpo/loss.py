@@ -1,4 +1,4 @@
-"""Coupled-GRPO's loss as a pure function (DiffuCoder arXiv 2506.20639 §4; apple/ml-diffucoder @
+"""Coupled-GRPO's loss as a pure function (DiffuCoder arXiv 2506.20639; apple/ml-diffucoder @
 f735e01 ``DiffuGRPOTrainer.compute_loss``; spec zoo-coupled-vrpo.md §1.4).
 
 For the rows ``j`` of a micro-batch and completion positions ``k`` (``c_{j,k}`` = completion mask

@@ -1,4 +1,4 @@
-"""VRPO's preference loss as pure functions (LLaDA 1.5, arXiv 2505.19223 §3, eq. "DPO-E"; spec
+"""VRPO's preference loss as pure functions (LLaDA 1.5, arXiv 2505.19223, its DPO-E objective; spec
 zoo-coupled-vrpo.md §2).
 
 DPO with ELBOs in place of log-likelihoods, for pairs ``(y_w, y_l)`` of one prompt::
