@@ -82,6 +82,7 @@ __all__ = [
     "coupled_views",
     "stratified_count_views",
     "stratified_time_views",
+    "views_log_ratio",
     "views_to",
     "view_logprobs",
     "token_logprobs",
@@ -827,3 +828,21 @@ def stratified_time_views(
     x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
     q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
     return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+
+
+def views_log_ratio(
+    policy: DiffusionModel,
+    reference: DiffusionModel,
+    prompts: PromptBatch,
+    completion_ids: Tensor,  # [B, L] long
+    views: NoisyViews,
+    keep: Tensor,  # [B, L] bool, the positions summed (the completion through EOS, or a span)
+) -> Tensor:
+    """``Σ_k keep_k [ℓ_θ(o_k) − ℓ_ref(o_k)]`` with both models on the *same* views (:func:`token_logprobs`),
+    on the policy's device; the estimate a registered likelihood estimator returns for one draw. # [B] (CPU)"""
+    device = policy.device
+    ids = completion_ids.to(device)
+    _, attn = full_sequence(prompts, ids)  # [B, P+L]
+    views = views_to(views, device)
+    diff = token_logprobs(policy, views, attn, ids) - token_logprobs(reference, views, attn, ids)  # [B, L]
+    return (diff * keep.to(device).float()).sum(-1).cpu()

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
 import remask
-from remask.functional import full_sequence
-from remask.likelihood import coupled_views, token_logprobs, views_to
+from remask.likelihood import coupled_views, draw_mask_seeds, views_log_ratio
 
 __all__ = ["CoupledLogRatio"]
 
@@ -36,12 +34,8 @@ class CoupledLogRatio(remask.LikelihoodEstimator):
 
     def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
         c = self.config
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
-        views = coupled_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id, seed=seed,
-                              t_low=c.t_low, t_high=c.t_high, full_view=c.full_view, pair_reduction=c.pair_reduction)
-        device = policy.device
-        views = views_to(views, device)
-        ids = rollout.completion_ids.to(device)
-        _, attn = full_sequence(rollout.prompts, ids)  # [B, P+L]
-        diff = token_logprobs(policy, views, attn, ids) - token_logprobs(reference, views, attn, ids)  # [B, L]
-        return (diff * rollout.completion_mask.to(device).float()).sum(-1).cpu()  # [B]
+        views = coupled_views(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
+                              seed=draw_mask_seeds(generator, 1)[0], t_low=c.t_low, t_high=c.t_high,
+                              full_view=c.full_view, pair_reduction=c.pair_reduction)
+        return views_log_ratio(policy, reference, rollout.prompts, rollout.completion_ids, views,
+                               rollout.completion_mask)  # [B]

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
 import remask
-from remask.functional import full_sequence
-from remask.likelihood import stratified_count_views, stratified_time_views, token_logprobs, views_to
+from remask.likelihood import draw_mask_seeds, stratified_count_views, stratified_time_views, views_log_ratio
 
 __all__ = ["VRPOElboLogRatio"]
 
@@ -35,14 +33,9 @@ class VRPOElboLogRatio(remask.LikelihoodEstimator):
 
     def log_ratio(self, *, policy, reference, rollout, generator) -> Tensor:
         c = self.config
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
         span = rollout.completion_mask.cpu().bool()  # [B, L]
         build = stratified_count_views if c.timesteps.startswith("discrete") else stratified_time_views
-        views = build(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id,
-                      n_t=c.n_t, n_yt=c.n_yt, seed=seed, span=span, stratified=c.timesteps.endswith("stratified"))
-        device = policy.device
-        views = views_to(views, device)
-        ids = rollout.completion_ids.to(device)
-        _, attn = full_sequence(rollout.prompts, ids)  # [B, P+L]
-        diff = token_logprobs(policy, views, attn, ids) - token_logprobs(reference, views, attn, ids)  # [B, L]
-        return (diff * span.to(device).float()).sum(-1).cpu()  # [B]
+        views = build(rollout.prompts.prompt_ids, rollout.completion_ids, policy.mask_token_id, n_t=c.n_t,
+                      n_yt=c.n_yt, seed=draw_mask_seeds(generator, 1)[0], span=span,
+                      stratified=c.timesteps.endswith("stratified"))
+        return views_log_ratio(policy, reference, rollout.prompts, rollout.completion_ids, views, span)  # [B]
