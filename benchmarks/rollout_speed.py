@@ -145,6 +145,7 @@ def cases(gen_length: int, block_length: int, steps: int, temperature: float) ->
     common = dict(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature)
     return [
         ("llada, no cache", LLaDASampler, dict(common, cache="none")),
+        ("llada, prefix cache", LLaDASampler, dict(common, cache="prefix")),
         ("llada, dual cache", LLaDASampler, dict(common, cache="dual")),
         ("fast-dllm 0.9, no cache", FastDLLMSampler, dict(common, cache="none")),
         ("fast-dllm 0.9, prefix cache", FastDLLMSampler, dict(common, cache="prefix")),
