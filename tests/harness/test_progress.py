@@ -36,3 +36,18 @@ def test_no_eta_before_any_work():
     p = ComparisonProgress(2, stream=io.StringIO())
     p.add_work(1.0)
     assert p.eta() is None and p.line().endswith("ETA –")
+
+
+def test_a_log_gets_a_progress_line_during_a_long_phase_without_steps():
+    out = io.StringIO()  # not a TTY: at most one line per every_seconds
+    p = ComparisonProgress(1, stream=out, every_seconds=0.05)
+    p.add_work(1.0)
+    p.start("big seed 0", weight=1.0, max_steps=None)
+    p.update("big seed 0", {"phase": "eval", "step": 0, "fraction": 1.0})
+    before = out.getvalue().count("big seed 0: evaluating")
+    p.start_ticking(every=0.01)
+    import time
+
+    time.sleep(0.3)
+    p.close()
+    assert out.getvalue().count("big seed 0: evaluating") > before  # printed without any update

@@ -498,6 +498,8 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume:
         progress.message(f"reusing {len(plans) - len(todo)} finished runs (same protocol, {_describe_code(code)})")
     job_dicts = [_job(p, spec, spec_path, code, threads) for p in todo]
     started = time.perf_counter()
+    if main:
+        progress.start_ticking()
     try:
         if jobs == 1:
             stopped = _run_in_process(todo, job_dicts, progress)

@@ -13,6 +13,7 @@ whichever the budget counts); an evaluation-only run (the untrained base) weighs
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -49,6 +50,19 @@ class ComparisonProgress:
         self._work_done = 0.0
         self.running: dict[str, dict[str, Any]] = {}  # label -> {weight, fraction, step, phase, max_steps}
         self._drawn = False
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def start_ticking(self, every: float = 1.0) -> None:
+        """Redraw from a background thread too, so that a long phase without steps (an evaluation of a
+        large model) still updates the elapsed time and, in a log, prints every ``every_seconds``."""
+        def tick() -> None:
+            while not self._stop.wait(every):
+                self.draw()
+
+        self._ticker = threading.Thread(target=tick, name="remask-compare-progress", daemon=True)
+        self._ticker.start()
 
     def add_work(self, weight: float) -> None:
         """Count one run still to do in this invocation (1 for training, ``EVAL_ONLY_WEIGHT`` for eval only)."""
@@ -100,6 +114,10 @@ class ComparisonProgress:
         return " · ".join(parts)
 
     def draw(self, force: bool = False) -> None:
+        with self._lock:
+            self._draw(force)
+
+    def _draw(self, force: bool) -> None:
         now = time.perf_counter()
         if self.tty:
             if force or now - self._last_print >= 0.2:
@@ -114,14 +132,19 @@ class ComparisonProgress:
 
     def message(self, text: str) -> None:
         """A permanent line (a run started or ended), then the progress line again."""
-        if self.tty and self._drawn:
-            self.stream.write("\r\033[K")
-        self.stream.write(text + "\n")
-        self.stream.flush()
-        self._drawn = False
-        self.draw(force=self.tty)
+        with self._lock:
+            if self.tty and self._drawn:
+                self.stream.write("\r\033[K")
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self._drawn = False
+            self._draw(force=self.tty)
 
     def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        with self._lock:
+            if self.tty and self._drawn:
+                self.stream.write("\n")
+                self.stream.flush()
