@@ -1,14 +1,15 @@
 """GPU benchmark: rollout tokens/s and peak memory of an 8B LLaDA-shaped model in bf16, per sampler/cache policy.
 
-    python benchmarks/gpu.py                 # one GPU, about 5 minutes (guarded at --budget-s 420)
+    python benchmarks/gpu.py                 # one GPU; no case starts after --budget-s (420 s)
     python benchmarks/gpu.py --tiny          # the same code path on the CPU in seconds (a test runs this)
 
 The model has LLaDA-8B-Instruct's shape (32 layers, d_model 4096, MLP 12288, vocabulary 126,464),
 random weights, built on the meta device and materialised on the GPU in bfloat16 — no download.
 Each case decodes a batch of random left-padded prompts (64 tokens) to L = 256 in blocks of 32 and
-reports tokens/s (B·L / synchronised wall time; process CPU time with ``--tiny``), NFE, peak GPU memory and the overhead against bare passes of
-the same batch and cache policy (see ``rollout_speed.py``). With random weights no confidence reaches
-a threshold, so threshold decoding commits one token per step (NFE = L): its worst case.
+reports tokens/s (B·L / synchronised wall time; process CPU time with ``--tiny``), NFE, peak GPU
+memory and the overhead against bare passes of the same batch and cache policy (see
+``rollout_speed.py``). With random weights no confidence reaches a threshold, so threshold decoding
+commits one token per step (NFE = L): its worst case. Not yet run on a GPU (none was available).
 
 The output is a markdown table per section and one JSON line ``{"card": ..., "sections": ...}``.
 Sections: the rollout section below, plus ``section(model, args) -> Section`` of any module listed
@@ -108,7 +109,8 @@ def rollout_section(model: Any, args: argparse.Namespace, budget: Budget) -> Sec
                         "tokens/s": round(batch * args.gen_length / seconds, 1),
                         "peak memory (GiB)": peak, "overhead": round(seconds / expected, 3)})
             sec.rows.append(row)
-            print(f"  {batch:>3} {label}: {row['tokens/s']} tokens/s ({budget.elapsed():.0f} s)", file=sys.stderr, flush=True)
+            print(f"  {batch:>3} {label}: {row['tokens/s']} tokens/s ({budget.elapsed():.0f} s)",
+                  file=sys.stderr, flush=True)
     return sec
 
 

@@ -15,8 +15,9 @@ one bare full pass, each later pass as one bare pass of the same batch under the
 (both through the samplers' own ``BlockForward``), so 1.00 means the sampler costs nothing beyond its
 forward passes. On a shared machine that end-to-end ratio swings by ±10 %, so each sampler is also
 timed with the forward pass replaced by replayed logits (its own per-step work alone, as in
-``sampler_overhead.py``), and ``1 + own work / mean bare pass`` is reported beside it. Times are process CPU seconds (``time.process_time``: other jobs on a shared machine
-do not inflate them) on CPU and synchronised wall time on CUDA. Prints a markdown table.
+``sampler_overhead.py``), and ``1 + own work / mean bare pass`` is reported beside it. Times are
+process CPU seconds (``time.process_time``: other jobs on a shared machine do not inflate them) on
+CPU and synchronised wall time on CUDA. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def main() -> None:
     base = None
     with torch.no_grad():
         x0 = torch.cat([prompts.prompt_ids, torch.full((prompts.batch_size, args.gen_length), model.mask_token_id)], 1)
-        a0 = torch.cat([prompts.attention_mask.bool(), torch.ones(prompts.batch_size, args.gen_length, dtype=torch.bool)], 1)
+        ones = torch.ones(prompts.batch_size, args.gen_length, dtype=torch.bool)
+        a0 = torch.cat([prompts.attention_mask.bool(), ones], 1)
         replay_logits = model.logits(x0.to(model.device), a0.to(model.device))  # [B, P+L, V]
     for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature):
         sampler = cls(cls.Config(**cfg))

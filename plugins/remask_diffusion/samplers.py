@@ -24,11 +24,11 @@ from .block_cache import BlockForward, CachePolicy
 from .sampling import (
     Proposals,
     StepRecorder,
-    max_excluding_,
     completion_mask_through_eos,
     draw_uniform,
     gumbel_noise,
     inverse_cdf_sample,
+    max_excluding_,
     num_transfer_tokens,
     propose,
     select_top_k,
@@ -72,7 +72,9 @@ class _BlockConfig(ComponentConfig):
                 f"block_length {self.block_length} must divide gen_length {self.gen_length}"
             )
         if getattr(self, "cache", "none") == "dual" and self.record_greedy_ids:
-            raise ValueError("record_greedy_ids needs cache 'none' or 'prefix' (a dual-cached step sees only its block)")
+            raise ValueError(
+                "record_greedy_ids needs cache 'none' or 'prefix' (a dual-cached step sees only its block)"
+            )
         return self
 
 

@@ -114,8 +114,9 @@ def inverse_cdf_sample(probs: Tensor, uniform: Tensor, chunk: int | None = None)
     Exact (zero-probability tokens are never drawn) and needs one uniform per row instead of V. The
     CDF is inverted in two float64 levels — first over the sums of ``chunk``-wide slices of the
     vocabulary (``[N, V/chunk]``), then inside the chosen slice (``[N, chunk]``; default
-    ``chunk = ⌈√V⌉``) — so no float64 ``[N, V]`` tensor is built; the draw equals inverting the full float64 cumsum except where the two
-    summation orders round a CDF value across the target (probability ~1e-16 per draw).
+    ``chunk = ⌈√V⌉``) — so no float64 ``[N, V]`` tensor is built. The draw equals inverting the full
+    float64 cumsum except where the two summation orders round a CDF value across the target
+    (probability ~1e-16 per draw).
     """
     n, v = probs.shape
     chunk = chunk or max(1, math.isqrt(v - 1) + 1)
