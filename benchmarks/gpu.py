@@ -12,8 +12,10 @@ memory and the overhead against bare passes of the same batch and cache policy (
 commits one token per step (NFE = L): its worst case. Not yet run on a GPU (none was available).
 
 The output is a markdown table per section and one JSON line ``{"card": ..., "sections": ...}``.
-Sections: the rollout section below, plus ``section(model, args) -> Section`` of any module listed
-in ``EXTRA_SECTIONS`` that is importable from this folder (``gpu_train.py`` adds training there).
+Sections: the rollout section below, plus ``section(model, args)`` of any module listed in
+``EXTRA_SECTIONS`` that is importable from this folder (``gpu_train.py`` adds training there). It
+returns a :class:`Section` or a dict ``{"title", "columns", "rows"}``; ``args.budget`` is the shared
+:class:`Budget` (``args.budget.ok()``), ``args.tiny`` says whether this is the CPU check.
 A case that would start after ``--budget-s`` seconds is reported as skipped, not run.
 """
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         shape = dict(d_model=4096, layers=32, heads=32, mlp=12288, vocab=126464, device="cuda", dtype="bfloat16")
         args.batches, args.prompt_length, args.gen_length, args.block_length, args.steps = (16, 64), 64, 256, 32, 128
         card = torch.cuda.get_device_name(0)
-    budget = Budget(args.budget_s)
+    budget = args.budget = Budget(args.budget_s)
     model = random_llada(**shape)
     n_params = sum(p.numel() for p in model.module.parameters())
     print(f"{card}: LLaDA-shaped model, {n_params / 1e9:.2f} B parameters, {shape['dtype']}, "
@@ -144,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                 if exc.name != name:
                     raise
                 continue
-            sections.append(module.section(model, args))
+            result = module.section(model, args)
+            # a dict, or a Section (possibly of this file imported as ``gpu``, another class object)
+            sections.append(Section(**result) if isinstance(result, dict) else result)
     for sec in sections:
         print(sec.markdown() + "\n")
     print(json.dumps({"card": card, "parameters": n_params, "dtype": shape["dtype"],

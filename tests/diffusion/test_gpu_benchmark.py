@@ -14,8 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json():
+def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    own_train = (ROOT / "benchmarks" / "gpu_train.py").is_file()
+    if not own_train:  # the extension point: a gpu_train module on the path adds its section
+        (tmp_path / "gpu_train.py").write_text(
+            "def section(model, args):\n"
+            "    assert args.tiny and args.budget.ok()\n"
+            "    return {'title': 'extra', 'columns': ['n'], 'rows': [{'n': sum(p.numel() for p in model.module.parameters())}]}\n"
+        )
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny"], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -27,3 +35,6 @@ def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json():
     for r in rows:
         assert r["tokens/s"] > 0 and r["NFE"] >= 2 and r["overhead"] > 0
     assert "| batch | sampler | NFE |" in proc.stdout
+    assert len(report["sections"]) == 2
+    if not own_train:
+        assert report["sections"][1] == {"title": "extra", "rows": [{"n": report["parameters"]}]}
