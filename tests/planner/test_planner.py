@@ -132,3 +132,29 @@ def test_predictions_within_20_percent_of_measured_cpu_peaks():
              bench.Case("train, LoRA + checkpointing", "train", 2, 128, checkpointing=True, lora_r=16)]
     for row in bench.run(bench.SMALL, 2, 128, cases):
         assert abs(row["error"]) < 0.20, row
+
+
+def test_adapters_describe_their_architecture_from_config_json_alone(tmp_path):
+    """A directory with only LLaDA's / Dream's config.json (no weights) is enough to plan."""
+    from remask_diffusion.dream import DreamModel
+    from remask_diffusion.llada import LLaDAModel
+    from remask_diffusion.tiny import TinyDiffusionModel
+
+    llada_dir, dream_dir = tmp_path / "llada", tmp_path / "dream"
+    llada_dir.mkdir()
+    dream_dir.mkdir()
+    (llada_dir / "config.json").write_text(json.dumps({
+        "model_type": "llada", "d_model": 256, "n_heads": 8, "n_kv_heads": 8, "n_layers": 3, "mlp_hidden_size": 688,
+        "vocab_size": 1000, "embedding_size": 1024, "block_type": "llama", "rope_theta": 500000.0}))
+    (dream_dir / "config.json").write_text(json.dumps({
+        "model_type": "Dream", "hidden_size": 224, "num_attention_heads": 7, "num_key_value_heads": 1,
+        "num_hidden_layers": 2, "intermediate_size": 512, "vocab_size": 2000}))
+    llama = LLaDAModel.architecture_config(LLaDAModel.Config(path=str(llada_dir)))
+    assert (llama.model_type, llama.hidden_size, llama.num_hidden_layers, llama.vocab_size) == ("llama", 256, 3, 1024)
+    qwen = DreamModel.architecture_config(DreamModel.Config(path=str(dream_dir)))
+    assert (qwen.model_type, qwen.hidden_size, qwen.num_key_value_heads) == ("qwen2", 224, 1)
+    tiny = TinyDiffusionModel.architecture_config(TinyDiffusionModel.Config(hidden_size=64, num_layers=3))
+    assert (tiny.hidden_size, tiny.num_hidden_layers, tiny.vocab_size) == (64, 3, 100)
+    plan = plan_memory(PlanInputs(architecture=qwen, dtype="bfloat16", micro_batch=2, rollout_rows=2,
+                                  prompt_length=16, gen_length=16, block_length=8, lora_r=4, load_in_4bit=True))
+    assert plan.params > 0 and plan.phases["loss"].total > plan.phases["loss"].parts["weights"]
