@@ -151,6 +151,9 @@ class Rollout:
     step_entropy: Tensor | None = None  # [B, T] mean entropy (T=1) over positions committed at the step
     step_all_eos: Tensor | None = None  # [B, T] bool, every token committed at the step was EOS
     greedy_ids: Tensor | None = None  # [B, T, L] long, one-step greedy fill of x_k (optional)
+    step_pred_ids: Tensor | None = None  # [B, T, L] int32, one-step SAMPLED fill x̂0_k of x_k (MDPO; optional)
+    step_confidence: Tensor | None = None  # [B, T, L] float32, per-position weight recorded at step k (MDPO; optional)
+    step_state_ids: Tensor | None = None  # [B, T, L] int32, the state x_k itself, when it cannot be rebuilt from unmask_step (RCR; optional)
     sampler: Mapping[str, Any] = field(default_factory=dict)  # sampler name and settings, for manifests
 
     @property

@@ -1,0 +1,199 @@
+"""MDPO's sampler ``mdpo``: MaskGIT-scheduled low-confidence decoding that records, at every step, the
+one-step prediction of the whole completion and a per-position confidence; optionally with Running
+Confidence Remasking (RCR). Follows ``diffusion_generate`` of autonomousvision/mdpo @ e6ae439
+(``src/mdlm_generation_utils.py``; spec zoo-mdpo-tracerl.md §1.2), batched with padded prompts.
+
+At step ``t`` with state ``x_t`` (completion part), one forward pass gives logits ``ℓ``; with
+temperature ``τ > 0`` they are tempered and top-p / top-k filtered, ``p = softmax(ℓ/τ)``, and every
+masked position draws ``x̂0_i ~ Categorical(p_i)`` (``τ = 0``: argmax). The recorded confidence is
+``c_i = p_i(x̂0_i)`` (the tempered, filtered probability). The ranking score is ``c`` (``llada``),
+``Σ p log p`` (``entropy``) or top1 − top2 (``topk_margin``), ``−∞`` at committed positions and at
+positions past the current block. Recorded per step (``Rollout`` fields):
+
+* ``step_pred_ids[t]``  = ``x_t`` with every masked position of the completion replaced by ``x̂0``;
+* ``step_confidence[t]`` = ``c`` at the masked positions of ``x_t`` (0 elsewhere), or with RCR the
+  running confidence ``ĉ`` after the step (0 where never committed);
+* ``step_state_ids[t]`` = ``x_t`` (RCR only: RCR states cannot be rebuilt from ``unmask_step``).
+
+Without RCR, the ``k_s`` highest-scored masked positions of the block are committed. With RCR, every
+masked position before the block end is committed (``ĉ_i ←`` its score) and then, unless ``s`` is the
+block's last step, the ``Σ_{s'>s} k_{s'}`` positions with the lowest ``ĉ`` over the whole sequence
+(``ĉ = 0``, never committed, counts as 1) are masked again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+import remask
+from remask.errors import RemaskError
+
+from .schedule import transfer_counts
+
+__all__ = ["MDPOSampler", "filter_logits"]
+
+
+def filter_logits(logits: Tensor, top_p: float | None, top_k: int | None) -> Tensor:
+    """Top-p then top-k filtering: removed entries get ``finfo.min`` (as the reference does). # [..., V]"""
+    low = torch.finfo(logits.dtype).min
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum > top_p
+        drop[..., 1:] = drop[..., :-1].clone()  # keep the first entry past the threshold
+        drop[..., 0] = False
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), low)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, low)
+    return logits
+
+
+def _stable_top(score: Tensor, k: int, largest: bool) -> Tensor:
+    """Bool mask of the ``k`` largest (or smallest) entries per row; ties go to the lower index. # [B, N]"""
+    order = torch.sort(score, dim=-1, descending=largest, stable=True).indices  # [B, N]
+    pick = torch.zeros_like(score, dtype=torch.bool)
+    return pick.scatter(-1, order[:, :k], True) if k > 0 else pick
+
+
+class MDPOSampler(remask.Sampler):
+    """MDPO's MaskGIT-scheduled sampler recording one-step predictions and confidences (optionally RCR)."""
+
+    name = "mdpo"
+
+    class Config(remask.ComponentConfig):
+        gen_length: int = Field(256, ge=1, description="L: completion positions generated per row.")
+        block_length: int = Field(256, ge=1, description="Positions per semi-autoregressive block (L = one block).")
+        steps: int = Field(128, ge=1, description="T: total denoising steps (split evenly over the blocks).")
+        temperature: float = Field(
+            0.4, ge=0, description="τ: logits are divided by τ and proposals drawn from Categorical(softmax); 0 = argmax "
+            "(MDPO README run: 0.4)."
+        )
+        top_p: float | None = Field(None, gt=0, le=1, description="Nucleus filtering of the tempered logits (None: off).")
+        top_k: int | None = Field(None, ge=1, description="Top-k filtering of the tempered logits (None: off).")
+        conf_alg: Literal["llada", "entropy", "topk_margin"] = Field(
+            "llada", description="Ranking score: p(x̂0) (llada), Σ p log p (entropy), top1 − top2 (topk_margin). "
+            "The recorded confidence is p(x̂0) in every case (RCR records the score)."
+        )
+        rcr: bool = Field(False, description="Running Confidence Remasking: committed tokens can be remasked later.")
+        schedule: Literal["maskgit-linear", "maskgit-cosine", "llada"] = Field(
+            "maskgit-linear", description="Tokens per step inside a block: MaskGIT γ schedule (the reference) or LLaDA's "
+            "even split."
+        )
+
+        @model_validator(mode="after")
+        def _blocks_divide(self) -> Any:
+            if self.gen_length % self.block_length:
+                raise ValueError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
+            n_blocks = self.gen_length // self.block_length
+            if self.steps % n_blocks:
+                raise ValueError(f"steps ({self.steps}) must be a multiple of the number of blocks ({n_blocks})")
+            return self
+
+    def _propose(self, logits: Tensor, masked: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Proposals, recorded confidence and ranking score at every completion position. # [B, L] x3"""
+        c = self.config
+        logits = logits.float()
+        if c.temperature > 0:
+            logits = logits / c.temperature
+        logits = filter_logits(logits, c.top_p, c.top_k)
+        probs = torch.softmax(logits, dim=-1)  # [B, L, V]
+        if c.temperature > 0:
+            flat = probs.reshape(-1, probs.shape[-1])
+            rows = masked.reshape(-1)
+            ids = probs.argmax(-1).reshape(-1)
+            if bool(rows.any()):  # draw only where something is masked
+                drawn = torch.multinomial(flat[rows].cpu(), 1, generator=generator).squeeze(-1)
+                ids[rows] = drawn.to(ids.device)
+            ids = ids.view(masked.shape)
+        else:
+            ids = probs.argmax(-1)
+        conf = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [B, L] p(x̂0)
+        if c.conf_alg == "entropy":
+            score = (probs * torch.log(probs + 1e-10)).sum(-1)
+        elif c.conf_alg == "topk_margin":
+            top2 = probs.topk(2, dim=-1).values
+            score = top2[..., 0] - top2[..., 1]
+        else:
+            score = conf
+        return ids, conf, score
+
+    def sample(self, model: remask.DiffusionModel, prompts: remask.PromptBatch, generator: torch.Generator) -> remask.Rollout:
+        module = getattr(model, "module", None)
+        was_training = isinstance(module, torch.nn.Module) and module.training
+        if was_training:
+            module.eval()
+        try:
+            with torch.no_grad():
+                return self._sample(model, prompts, generator)
+        finally:
+            if was_training:
+                module.train(True)
+
+    def _sample(self, model: remask.DiffusionModel, prompts: remask.PromptBatch, generator: torch.Generator) -> remask.Rollout:
+        c = self.config
+        device, mask_id = model.device, model.mask_token_id
+        if generator.device.type != "cpu":
+            raise RemaskError("sampler mdpo: the generator must be a CPU torch.Generator")
+        b, p = prompts.prompt_ids.shape
+        l = c.gen_length
+        x = torch.full((b, l), mask_id, dtype=torch.long, device=device)  # [B, L] completion state
+        _, attn = remask.functional.full_sequence(prompts, x)  # [B, P+L]
+        prompt_ids = prompts.prompt_ids.to(device)
+        n_blocks = l // c.block_length
+        per_block = c.steps // n_blocks
+        counts = transfer_counts(c.block_length, per_block, c.schedule)  # every block starts fully masked
+        last_commit = torch.full((b, l), -1, dtype=torch.long, device=device)  # [B, L]
+        running = torch.zeros(b, l, dtype=torch.float32, device=device)  # ĉ over the completion [B, L]
+        pos = torch.arange(l, device=device)
+        preds, confs, states = [], [], []
+        nfe0 = model.nfe
+        for block in range(n_blocks):
+            end = (block + 1) * c.block_length
+            for s in range(per_block):
+                step = block * per_block + s
+                masked = x == mask_id  # [B, L]
+                if c.rcr:
+                    states.append(x.to(torch.int32).cpu())
+                logits = model.logits(torch.cat([prompt_ids, x], dim=1), attn)[:, p:]  # [B, L, V]
+                ids, conf, score = self._propose(logits, masked, generator)
+                pred = torch.where(masked, ids, x)  # x̂0_t [B, L]
+                preds.append(pred.to(torch.int32).cpu())
+                if not c.rcr:
+                    confs.append(torch.where(masked, conf, torch.zeros_like(conf)).cpu())
+                rank = torch.where(masked & (pos < end), score, torch.full_like(score, float("-inf")))  # [B, L]
+                if c.rcr:
+                    commit = rank > float("-inf")  # every masked position before the block end
+                    x = torch.where(commit, pred, x)
+                    running = torch.where(commit, score.float(), running)
+                    last_commit = torch.where(commit, torch.full_like(last_commit, step), last_commit)
+                    if s < per_block - 1:
+                        # the prompt also holds ĉ = 0 -> 1 in the reference; it never ranks below a committed token
+                        again = _stable_top(torch.where(running == 0, torch.ones_like(running), running),
+                                            sum(counts[s + 1:]), largest=False)
+                        x = torch.where(again, torch.full_like(x, mask_id), x)
+                    confs.append(running.clone().cpu())
+                else:
+                    commit = _stable_top(rank, counts[s], largest=True) & (rank > float("-inf"))
+                    x = torch.where(commit, pred, x)
+                    last_commit = torch.where(commit, torch.full_like(last_commit, step), last_commit)
+        eos = model.eos_token_id
+        completion_mask = (torch.cumsum((x == eos).long(), -1) - (x == eos).long()) == 0  # through the first EOS
+        return remask.Rollout(
+            prompts=prompts,
+            completion_ids=x,
+            completion_mask=completion_mask,
+            unmask_step=last_commit,
+            block_length=c.block_length,
+            num_steps=c.steps,
+            texts=tuple(model.decode(x, completion_mask)),
+            nfe=model.nfe - nfe0,
+            step_pred_ids=torch.stack(preds, 1),  # [B, T, L]
+            step_confidence=torch.stack(confs, 1),  # [B, T, L]
+            step_state_ids=torch.stack(states, 1) if c.rcr else None,  # [B, T, L]
+            sampler={"name": self.name, **c.model_dump(mode="json")},
+        )
