@@ -419,7 +419,7 @@ def plan_memory(inputs: PlanInputs) -> MemoryPlan:
 
 
 def sharding_from_accelerate(path: str | None, default_processes: int = 1) -> Sharding:
-    """The sharding an ``accelerate launch --config_file`` YAML asks for."""
+    """The sharding an ``accelerate launch --config_file`` YAML asks for (over all its processes)."""
     if path is None:
         return Sharding(default_processes, "none")
     import yaml
@@ -431,9 +431,7 @@ def sharding_from_accelerate(path: str | None, default_processes: int = 1) -> Sh
         raise RemaskError(f"--accelerate-config: cannot read {path}: {exc.strerror}") from None
     if not isinstance(raw, dict):
         raise RemaskError(f"--accelerate-config: {path} is not a mapping of accelerate settings")
-    processes = int(raw.get("num_processes", 1) or 1)
-    machines = int(raw.get("num_machines", 1) or 1)
-    per_node = processes if machines == 1 else processes  # accelerate counts processes over all machines
+    per_node = int(raw.get("num_processes", 1) or 1)  # accelerate's num_processes counts all machines
     kind = str(raw.get("distributed_type", "NO")).upper()
     if kind == "FSDP":
         fsdp = raw.get("fsdp_config", {}) or {}
