@@ -175,3 +175,46 @@ def test_code_revision_identifies_the_work_tree():
         assert len(code["commit"]) == 40 and len(code["tree_sha256"]) == 16
     assert compare.same_code(code, dict(code, commit="0" * 40))  # the commit alone is not compared
     assert not compare.same_code(code, dict(code, tree_sha256="other"))
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_every_worker_with_jobs_2(tmp_path):
+    """--jobs 2: the signal goes to the comparison process, which passes it to both workers; each
+    checkpoints, nothing is reported, and --resume finishes both from their checkpoints."""
+    small = {**BASE, "model": {"name": "tiny", "path": "random", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                               "intermediate_size": 64, "max_length": 16},
+             "task": {"name": "arithmetic", "digits": 1, "train_size": 20, "test_size": 8},
+             "sampler": {"name": "llada", "gen_length": 3, "block_length": 3, "steps": 3, "temperature": 1.0}}
+    steps = 40
+    spec = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}, GRPO])
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(small))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "remask", "compare", str(spec), "--jobs", "2"], text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    runs = [out / "runs" / name / "seed-0" for name in ("d1", "grpo")]
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # both workers are training
+        infos = [json.loads(p.read_text()) if (p := r / "progress.json").is_file() else {} for r in runs]
+        if all(i.get("phase") == "train" and i.get("step", 0) >= 2 for i in infos):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 130, output
+    results = [json.loads((r / "result.json").read_text()) for r in runs]
+    assert [r["status"] for r in results] == ["interrupted", "interrupted"], output
+    assert all((r / f"checkpoint-{res['train']['steps']}").is_dir() for r, res in zip(runs, results))
+    assert not (out / "results.json").exists()
+
+    job = json.loads((runs[0] / "job.json").read_text())
+    pinned = pytest.MonkeyPatch()
+    pinned.setattr(compare, "code_revision", lambda: job["code"])
+    try:
+        run_compare(spec, resume=True, jobs=2)
+    finally:
+        pinned.undo()
+    final = json.loads((out / "results.json").read_text())
+    assert [r["train"]["steps"] for r in final] == [steps, steps]
+    assert [h["step"] for h in final[1]["train"]["history"]] == [float(s) for s in range(1, steps + 1)]
