@@ -84,6 +84,10 @@ class MDPOSampler(remask.Sampler):
             "maskgit-linear", description="Tokens per step inside a block: MaskGIT γ schedule (the reference) or LLaDA's "
             "even split."
         )
+        exclude_mask_token: bool = Field(
+            True, description="Never propose the mask token (the reference does not exclude it; a proposal equal to M "
+            "would leave a position uncommitted at the end)."
+        )
 
         @model_validator(mode="after")
         def _blocks_divide(self) -> Any:
@@ -94,10 +98,14 @@ class MDPOSampler(remask.Sampler):
                 raise ValueError(f"steps ({self.steps}) must be a multiple of the number of blocks ({n_blocks})")
             return self
 
-    def _propose(self, logits: Tensor, masked: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def _propose(self, logits: Tensor, masked: Tensor, generator: torch.Generator, mask_id: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
         """Proposals, recorded confidence and ranking score at every completion position. # [B, L] x3"""
         c = self.config
         logits = logits.float()
+        if c.exclude_mask_token and 0 <= mask_id < logits.shape[-1]:
+            logits = logits.clone()
+            logits[..., mask_id] = float("-inf")
         if c.temperature > 0:
             logits = logits / c.temperature
         logits = filter_logits(logits, c.top_p, c.top_k)
@@ -160,7 +168,7 @@ class MDPOSampler(remask.Sampler):
                 if c.rcr:
                     states.append(x.to(torch.int32).cpu())
                 logits = model.logits(torch.cat([prompt_ids, x], dim=1), attn)[:, p:]  # [B, L, V]
-                ids, conf, score = self._propose(logits, masked, generator)
+                ids, conf, score = self._propose(logits, masked, generator, mask_id)
                 pred = torch.where(masked, ids, x)  # x̂0_t [B, L]
                 preds.append(pred.to(torch.int32).cpu())
                 if not c.rcr:
