@@ -109,3 +109,20 @@ def test_slurm_node_script_names_what_is_missing():
     out = subprocess.run(["bash", "examples/slurm/node.sh", str(CONFIG)], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "SLURM_NNODES" in out.stderr
+
+
+def test_fsdp_config_builds_an_fsdp2_plugin_as_accelerate_launch_does(monkeypatch):
+    """examples/accelerate/fsdp.yaml -> the environment `accelerate launch` sets -> accelerate's plugin:
+    FSDP2, full shard, one unit per decoder layer (the GPU run itself has not been executed)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(
+        ["--config_file", str(ROOT / "examples" / "accelerate" / "fsdp.yaml"), "-m", "remask.cli"])
+    args, _, _ = _validate_launch_command(args)
+    for key, value in prepare_multi_gpu_env(args).items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert "transformer_auto_wrap_policy" in getattr(plugin.auto_wrap_policy, "__name__", "")
