@@ -23,6 +23,8 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 
+from .recompute import greedy_step_predictions
+
 __all__ = ["MDPOStepwiseAdvantage", "step_scores", "stepwise_advantages"]
 
 
@@ -54,9 +56,10 @@ class MDPOStepwiseAdvantage(remask.AdvantageEstimator):
     name = "mdpo-stepwise"
 
     class Config(remask.ComponentConfig):
-        without_records: Literal["error", "final"] = Field(
-            "error", description="When the rollout has no step_pred_ids (a sampler other than mdpo): error, or 'final' "
-            "= treat every step's prediction as the final completion (R_t = R for all t; not MDPO)."
+        without_records: Literal["recompute", "error"] = Field(
+            "recompute", description="When the rollout has no step_pred_ids (a sampler other than mdpo): 'recompute' "
+            "x̂0_t as the policy's greedy fill of x_t rebuilt from unmask_step (T forwards; equals the mdpo sampler's "
+            "record at τ = 0), or 'error'."
         )
 
     def estimate(self, *, rollout, rewards, selection, context) -> Tensor:
@@ -66,10 +69,12 @@ class MDPOStepwiseAdvantage(remask.AdvantageEstimator):
         if preds is None:
             if self.config.without_records == "error":
                 raise RemaskError("advantage mdpo-stepwise: the rollout has no step_pred_ids; use sampler: mdpo "
-                                  "(or without_records: final)")
-            step_r = final.unsqueeze(1).expand(-1, max(1, rollout.num_steps)).clone()
-        else:
-            step_r = self._score_steps(rollout, preds, final, context)
+                                  "(or without_records: recompute)")
+            if bool((rollout.unmask_step < 0).any()):
+                raise RemaskError("advantage mdpo-stepwise: rows without a recorded unmask_step; cannot rebuild x_t")
+            steps = torch.arange(max(1, rollout.num_steps)).unsqueeze(0).expand(rollout.batch_size, -1)  # [B, T]
+            preds = greedy_step_predictions(context.policy, rollout, steps)[1]
+        step_r = self._score_steps(rollout, preds, final, context)
         over = ((step_r[:, :-1] >= 1).any(-1) & (step_r[:, -1] < 1)).float()  # some intermediate right, final wrong
         context.extras["mdpo/over_denoising_rate"] = float(over.mean())
         context.extras["mdpo/step_reward_mean"] = float(step_r.mean())

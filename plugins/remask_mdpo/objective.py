@@ -26,6 +26,7 @@ from remask.functional import gather_logprobs
 from remask.trajectory import states_before_steps
 
 from .loss import mdpo_step_loss
+from .recompute import greedy_step_predictions
 
 __all__ = ["MDPOObjective", "MDPOState", "top_k_steps"]
 
@@ -51,6 +52,7 @@ class MDPOState:
     steps: Tensor  # [B, K] selected steps
     temperature: float  # τ + ε_dt used for every log-prob
     prompt_length: int
+    prepare_forward_passes: int  # reference / old-policy / recomputation forwards spent in prepare
 
 
 class MDPOObjective(remask.PolicyObjective):
@@ -74,9 +76,10 @@ class MDPOObjective(remask.PolicyObjective):
         )
         confidence_weight: bool = Field(True, description="Weight each token by its recorded confidence c_t.")
         lambda_t: bool = Field(True, description="Scale the PG term by λ_t = L / (n_t + 1e-4).")
-        without_records: Literal["error", "final"] = Field(
-            "error", description="When the rollout has no step_pred_ids (a sampler other than mdpo): error, or 'final' "
-            "= targets are the final tokens with unit weights and a per-row advantage broadcast over steps (not MDPO)."
+        without_records: Literal["recompute", "error"] = Field(
+            "recompute", description="When the rollout has no step_pred_ids (a sampler other than mdpo): 'recompute' "
+            "x̂0_t and c_t as the policy's greedy fill of x_t rebuilt from unmask_step (equals the mdpo sampler's "
+            "record at τ = 0; a per-row advantage is broadcast over the steps), or 'error'."
         )
 
     def __init__(self, config: remask.ComponentConfig | None = None) -> None:
@@ -100,32 +103,34 @@ class MDPOObjective(remask.PolicyObjective):
         comp = rollout.completion_ids.to(device)
         preds, conf = rollout.step_pred_ids, rollout.step_confidence
         adv = advantages.to(device).float()
-        if preds is None:
-            if c.without_records == "error":
-                raise RemaskError("objective mdpo: the rollout has no step_pred_ids; use sampler: mdpo "
-                                  "(or without_records: final)")
-            t = max(1, rollout.num_steps)
-            preds = comp.unsqueeze(1).expand(b, t, l)
-            conf = None
-            if adv.dim() == 1:
-                adv = adv.unsqueeze(1).expand(b, t)
-        if adv.dim() != 2 or adv.shape != (b, preds.shape[1]):
-            raise RemaskError(f"objective mdpo: needs one advantage per row and step, shape [{b}, {preds.shape[1]}], "
+        tau = self._temperature(rollout)
+        t_total = preds.shape[1] if preds is not None else max(1, rollout.num_steps)
+        if preds is None and c.without_records == "error":
+            raise RemaskError("objective mdpo: the rollout has no step_pred_ids; use sampler: mdpo "
+                              "(or without_records: recompute)")
+        if preds is None and adv.dim() == 1 and adv.shape[0] == b:
+            adv = adv.unsqueeze(1).expand(b, t_total)
+        if adv.dim() != 2 or adv.shape != (b, t_total):
+            raise RemaskError(f"objective mdpo: needs one advantage per row and step, shape [{b}, {t_total}], "
                               f"got {tuple(advantages.shape)}; use advantage: mdpo-stepwise")
         steps = top_k_steps(adv, c.num_train_steps)  # [B, K]
         k = steps.shape[1]
         idx = steps.unsqueeze(-1).expand(b, k, l)  # [B, K, L]
-        if rollout.step_state_ids is not None:
-            states = rollout.step_state_ids.to(device).long().gather(1, idx)  # [B, K, L]
+        if bool((rollout.unmask_step < 0).any()) and rollout.step_state_ids is None:
+            raise RemaskError("objective mdpo: rows without a recorded unmask_step cannot rebuild x_t")
+        if preds is None:  # recompute greedy one-step predictions with the current policy
+            states, targets, conf = greedy_step_predictions(context.policy, rollout, steps, tau)
+            weights = conf if c.confidence_weight else torch.ones_like(conf)
         else:
-            if bool((rollout.unmask_step < 0).any()):
-                raise RemaskError("objective mdpo: rows without a recorded unmask_step cannot rebuild x_t")
-            states, _ = states_before_steps(comp, rollout.unmask_step.to(device), steps, mask_id)  # [B, K, L]
-        targets = preds.to(device).long().gather(1, idx)  # [B, K, L]
-        if conf is not None and c.confidence_weight:
-            weights = conf.to(device).float().gather(1, idx)
-        else:
-            weights = torch.ones(b, k, l, device=device)
+            if rollout.step_state_ids is not None:
+                states = rollout.step_state_ids.to(device).long().gather(1, idx)  # [B, K, L]
+            else:
+                states, _ = states_before_steps(comp, rollout.unmask_step.to(device), steps, mask_id)  # [B, K, L]
+            targets = preds.to(device).long().gather(1, idx)  # [B, K, L]
+            if conf is not None and c.confidence_weight:
+                weights = conf.to(device).float().gather(1, idx)
+            else:
+                weights = torch.ones(b, k, l, device=device)
         masked = states == mask_id
         prompt = rollout.prompts.prompt_ids.to(device)
         p = prompt.shape[1]
@@ -133,7 +138,6 @@ class MDPOObjective(remask.PolicyObjective):
         pattn = rollout.prompts.attention_mask.to(device).bool()
         attn = torch.cat([pattn.unsqueeze(1).expand(b, k, p), torch.ones(b, k, l, dtype=torch.bool, device=device)],
                          dim=-1).reshape(b * k, p + l)
-        tau = self._temperature(rollout)
         flat_t = targets.reshape(b * k, l)
         with torch.no_grad():
             ref = old = None
@@ -145,7 +149,8 @@ class MDPOObjective(remask.PolicyObjective):
             raise RemaskError("objective mdpo: beta > 0 needs the reference model, but the context has none")
         return MDPOState(input_ids=ids, attention_mask=attn, targets=flat_t, weights=weights.reshape(b * k, l),
                          masked=masked.reshape(b * k, l), advantages=adv.gather(1, steps).reshape(b * k),
-                         old_logps=old, ref_logps=ref, steps=steps, temperature=tau, prompt_length=p)
+                         old_logps=old, ref_logps=ref, steps=steps, temperature=tau, prompt_length=p,
+                         prepare_forward_passes=int(ref is not None) + int(old is not None) + (k if preds is None else 0))
 
     def loss(self, state: MDPOState, *, inner_step: int, context) -> remask.LossOutput:
         c = self.config
@@ -166,5 +171,5 @@ class MDPOObjective(remask.PolicyObjective):
         }
         metrics.update({key: float(v) for key, v in context.extras.items()
                         if isinstance(key, str) and key.startswith("mdpo/")})
-        passes = 1 + (0 if inner_step else int(state.ref_logps is not None) + int(state.old_logps is not None))
+        passes = 1 + (0 if inner_step else state.prepare_forward_passes)
         return remask.LossOutput(loss=loss, metrics=metrics, forward_passes=passes)

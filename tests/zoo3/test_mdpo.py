@@ -257,18 +257,42 @@ def test_objective_refuses_a_temperature_mismatch_and_per_row_advantages():
         MDPOObjective().prepare(rollout=ro, advantages=torch.zeros(ro.batch_size), selection=None, context=ctx)
 
 
-def test_other_samplers_are_refused_by_default():
+def test_other_samplers_are_refused_with_without_records_error():
     from remask.testing import fake_rollout
     model, ro = fake_rollout()
     with pytest.raises(RemaskError, match="use sampler: mdpo"):
-        MDPOObjective().prepare(rollout=ro, advantages=torch.zeros(ro.batch_size), selection=None,
-                                context=fake_context(model))
+        MDPOObjective(MDPOObjective.Config(without_records="error")).prepare(
+            rollout=ro, advantages=torch.zeros(ro.batch_size), selection=None, context=fake_context(model))
+    with pytest.raises(RemaskError, match="use sampler: mdpo"):
+        MDPOStepwiseAdvantage(MDPOStepwiseAdvantage.Config(without_records="error")).estimate(
+            rollout=ro, rewards=remask.Rewards.from_scores("r", [0.0] * ro.batch_size), selection=None,
+            context=fake_context(model))
+
+
+def test_recomputed_predictions_equal_the_greedy_mdpo_record():
+    """without_records: recompute rebuilds x_t from unmask_step and fills it greedily: at τ = 0 this is exactly
+    what the mdpo sampler records, so prepare builds the same training rows either way."""
+    model, ro = _mdpo_rollout(temperature=0.0)
+    ctx = fake_context(model)
+    bare = remask.take(ro, list(range(ro.batch_size)))
+    object.__setattr__(bare, "step_pred_ids", None)
+    object.__setattr__(bare, "step_confidence", None)
+    adv = torch.linspace(-1, 1, ro.batch_size * 3).view(ro.batch_size, 3)
+    obj = MDPOObjective(MDPOObjective.Config(num_train_steps=2))
+    a = obj.prepare(rollout=ro, advantages=adv, selection=None, context=ctx)
+    b = obj.prepare(rollout=bare, advantages=adv, selection=None, context=ctx)
+    assert torch.equal(a.targets, b.targets) and torch.equal(a.masked, b.masked)
+    assert torch.allclose(a.weights, b.weights, atol=1e-6)
+    est = MDPOStepwiseAdvantage()
+    rewards = ctx.score(ro.prompts, list(ro.texts))
+    assert torch.allclose(est.estimate(rollout=ro, rewards=rewards, selection=None, context=ctx),
+                          est.estimate(rollout=bare, rewards=rewards, selection=None, context=ctx))
 
 
 def test_check_component():
     assert check_component(MDPOSampler) == []
     assert check_component(MDPOSampler, MDPOSampler.Config(gen_length=8, block_length=4, steps=4, rcr=True)) == []
-    # check_component exercises estimators and objectives on a generic fake rollout without MDPO's step
-    # records; the documented `without_records: final` mode is what makes that rollout usable
-    assert check_component(MDPOStepwiseAdvantage, MDPOStepwiseAdvantage.Config(without_records="final")) == []
-    assert check_component(MDPOObjective, MDPOObjective.Config(without_records="final")) == []
+    # check_component runs estimators and objectives on a generic fake rollout without MDPO's step records:
+    # the default `without_records: recompute` path
+    assert check_component(MDPOStepwiseAdvantage) == []
+    assert check_component(MDPOObjective) == []
