@@ -31,7 +31,8 @@ def test_shipped_checkpoint_is_small_and_beats_chance_on_held_out_rows():
     digits = sum(scan_credit(r["completion"], ex.reference["answer"])[0]
                  for r, ex in zip(result.rows, pipe.task.examples("test"))) / 40
     assert digits >= 0.5, digits
-    assert result.accuracy >= 0.05, result.accuracy
+    # and leaves room for RL: 48.4% exact match on the 1000 test rows (docs/benchmarks.md)
+    assert 0.05 <= result.accuracy <= 0.8, result.accuracy
 
 
 @pytest.mark.parametrize("algo", OBJECTIVES)
