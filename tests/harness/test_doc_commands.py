@@ -27,7 +27,7 @@ from remask.config import PipelineConfig
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *ROOT.joinpath("docs").rglob("*.md")])
 _FENCE = re.compile(r"^```(\w*)\s*$")
-_INLINE = re.compile(r"`([^`\n]+)`")
+_INLINE = re.compile(r"`([^`]+)`")
 _STARTS = ("remask ", "python -m remask ", "python benchmarks/", "accelerate launch ")
 _ENV = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")  # OMP_NUM_THREADS=1 python benchmarks/x.py
 _SECTIONS = set(PipelineConfig.model_fields)
@@ -38,6 +38,7 @@ def _commands(path: Path) -> list[tuple[int, str, bool]]:
     found: list[tuple[int, str, bool]] = []
     lang = None
     pending = ""
+    prose: list[tuple[int, str]] = []
     for no, line in enumerate(path.read_text().splitlines(), 1):
         fence = _FENCE.match(line.strip())
         if fence:
@@ -57,10 +58,26 @@ def _commands(path: Path) -> list[tuple[int, str, bool]]:
         elif lang is None and line.startswith("    ") and _ENV.sub("", line.strip()).startswith(_STARTS):
             found.append((no, _ENV.sub("", line.strip()), True))  # an indented code block
         elif lang is None:
-            for span in (_ENV.sub("", s) for s in _INLINE.findall(line)):
+            prose.append((no, line))
+    # inline spans, which may wrap onto the next line of a paragraph
+    paragraph: list[tuple[int, str]] = []
+    for no, line in [*prose, (-1, "")]:
+        if paragraph and (not line.strip() or line.startswith("|") or no != paragraph[-1][0] + 1):
+            text = "\n".join(t for _, t in paragraph)
+            for m in _INLINE.finditer(text):
+                span = _ENV.sub("", " ".join(m.group(1).split()))
                 if span.startswith(_STARTS) and " " in span:
-                    found.append((no, span, False))
-    return found
+                    found.append((paragraph[0][0] + text.count("\n", 0, m.start()), span, False))
+            paragraph = []
+        if line.strip():
+            paragraph.append((no, line))
+            if line.startswith("|"):  # a table row is a paragraph of its own
+                paragraph = []
+                for m in _INLINE.finditer(line):
+                    span = _ENV.sub("", " ".join(m.group(1).split()))
+                    if span.startswith(_STARTS) and " " in span:
+                        found.append((no, span, False))
+    return sorted(found)
 
 
 ALL = [(path, no, cmd, block) for path in DOCS for no, cmd, block in _commands(path)]
