@@ -197,3 +197,20 @@ def test_sft_resume_is_bit_exact(fakes, tmp_path):
     a = load_file(str(tmp_path / "full" / "checkpoint-6" / "model.safetensors"))
     b = load_file(str(tmp_path / "part" / "checkpoint-6" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_greedy_evaluation_logs_no_pass_at_k():
+    """pass@k comes only from samples at the sampler's temperature: a temperature-0 evaluation with
+    several "samples" per prompt would repeat one decode, so it logs its accuracy alone."""
+    sampled = EvalResult(accuracy=0.5, num_problems=4, num_samples=8, seconds=1.0, split="test",
+                         pass_at_k={1: 0.5, 2: 0.75})
+    greedy = EvalResult(accuracy=0.5, num_problems=4, num_samples=8, seconds=1.0, split="test",
+                        pass_at_k={1: 0.5, 2: 0.75}, greedy=True)
+    assert sampled.metrics()["eval/pass@2"] == 0.75
+    assert "eval/pass@2" not in greedy.metrics() and greedy.metrics()["eval/accuracy"] == 0.5
+
+    model, task = FakeModel(), FakeTask(FakeTask.Config(size=6))
+    sampler = FakeSampler(FakeSampler.Config(gen_length=4, block_length=4, steps=4))
+    cfg = remask.config.EvalConfig(split="test", limit=4, batch_size=4, samples_per_prompt=2)
+    result = evaluate(model, task, sampler, cfg)  # FakeSampler has no temperature: it samples
+    assert not result.greedy and set(result.pass_at_k) == {1, 2}

@@ -31,7 +31,7 @@ __all__ = ["EvalResult", "evaluate", "build_eval_sampler", "pass_at_k", "accurac
 class EvalResult:
     """Accuracy of one evaluation pass."""
 
-    accuracy: float  # mean score over all samples (= pass@1)
+    accuracy: float  # mean score over all samples (greedy accuracy when ``greedy``, else sampled pass@1)
     num_problems: int
     num_samples: int
     seconds: float
@@ -40,13 +40,17 @@ class EvalResult:
     pass_at_k: dict[int, float] = field(default_factory=dict)
     nfe: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)  # id, prompt, completion, score
+    greedy: bool = False  # decoded at temperature 0: no samples, so no pass@k
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
+        """Scalars to log. A metric named pass@k only ever comes from samples at the sampler's
+        temperature: a greedy evaluation logs its accuracy alone."""
         out = {f"{prefix}accuracy": self.accuracy, f"{prefix}num_problems": float(self.num_problems),
                f"{prefix}seconds": self.seconds}
-        for k, v in self.pass_at_k.items():
-            if k > 1:
-                out[f"{prefix}pass@{k}"] = v
+        if not self.greedy:
+            for k, v in self.pass_at_k.items():
+                if k > 1:
+                    out[f"{prefix}pass@{k}"] = v
         return out
 
 
@@ -138,14 +142,15 @@ def evaluate(
         by_problem.setdefault(r["index"], []).append(r["score"])
     scores = [s for r in rows for s in [r["score"]]]
     acc = sum(scores) / len(scores) if scores else 0.0
+    greedy = float(getattr(sampler.config, "temperature", 1.0) or 0.0) == 0.0
     pak = {}
-    for k in range(1, n + 1):
+    for k in range(1, 1 if greedy else n + 1):
         vals = [pass_at_k(len(v), sum(1 for s in v if s >= 1.0), k) for v in by_problem.values() if len(v) >= k]
         pak[k] = sum(vals) / len(vals) if vals else 0.0
     gen_length = getattr(sampler.config, "gen_length", None)
     return EvalResult(accuracy=acc, num_problems=len(by_problem), num_samples=len(rows),
                       seconds=time.perf_counter() - start, split=eval_config.split, gen_length=gen_length,
-                      pass_at_k=pak, nfe=nfe, rows=rows)
+                      pass_at_k=pak, nfe=nfe, rows=rows, greedy=greedy)
 
 
 def accuracy_summary(before: EvalResult, after: EvalResult, seconds: float, *, greedy: bool = True) -> str:
