@@ -5,9 +5,12 @@ With ``template: plain`` a row is ``Example(prompt="12+34=", reference={"answer"
 ``template: d1`` the question is wrapped in d1's training prompt and the SFT target is a
 ``<reasoning>…</reasoning><answer>…</answer>`` completion after the ``<reasoning>`` pre-fill.
 
-Train and test problems are disjoint: every (a, b) operand pair is drawn without replacement from
-one seeded stream; the first ``test_size`` pairs are the test split, the next ``train_size`` the
-train split, so the test split does not depend on ``train_size``.
+Train, validation and test problems are disjoint: every (a, b) operand pair is drawn without
+replacement from one seeded stream; the first ``test_size`` pairs are the test split, the next
+``train_size`` the train split and the next ``validation_size`` the validation split. The test split
+therefore depends on neither other size, and adding the validation split (after train) left the
+test and train splits exactly the problems they were before it existed. SFT stops on
+``validation``; ``test`` is the reported split.
 """
 
 from __future__ import annotations
@@ -34,18 +37,24 @@ def operand_range(digits: int) -> tuple[int, int]:
     return low, 10**digits - 1
 
 
-def draw_operand_pairs(digits: int, count: int, seed: int) -> list[tuple[int, int]]:
-    """``count`` distinct operand pairs in a fixed seeded order (no pair repeats)."""
+def draw_operand_pairs(digits: int, count: int, seed: int, *, plan_count: int | None = None) -> list[tuple[int, int]]:
+    """``count`` distinct operand pairs in a fixed seeded order (no pair repeats).
+
+    The order is prefix-stable: a longer draw starts with the pairs of a shorter one, provided both
+    choose the same draw method, which ``plan_count`` (default ``count``) decides. Passing the same
+    ``plan_count`` to draws of different lengths keeps their common prefix identical.
+    """
     low, high = operand_range(digits)
     width = high - low + 1
     space = width * width
     if count > space:
         raise remask.RemaskError(
             f"task arithmetic: {count} distinct problems requested but only {space} exist with "
-            f"digits={digits}; lower train_size/test_size or raise digits"
+            f"digits={digits}; lower train_size/validation_size/test_size or raise digits"
         )
+    plan = count if plan_count is None else plan_count
     rng = random.Random(f"remask-arithmetic-{digits}-{seed}")
-    if space <= 4 * count or space <= 1_000_000:
+    if space <= 4 * plan or space <= 1_000_000:
         order = list(range(space))
         rng.shuffle(order)
         picks = order[:count]
@@ -90,15 +99,21 @@ def arithmetic_verdict(completion: str, answer: str) -> tuple[float, str]:
 
 
 class ArithmeticTask(remask.Task):
-    """Generated n-digit arithmetic problems (``12+34=``), disjoint train/test splits."""
+    """Generated n-digit arithmetic problems (``12+34=``), disjoint train/validation/test splits."""
 
     name = "arithmetic"
+    splits = ("train", "validation", "test")
 
     class Config(remask.ComponentConfig):
         digits: int = Field(2, ge=1, le=18, description="Digits per operand (1 digit includes 0).")
         operation: Literal["+", "-", "*"] = Field("+", description="The operator of every problem.")
         train_size: int = Field(2000, ge=1, description="Problems in the train split.")
         test_size: int = Field(200, ge=1, description="Problems in the test split (disjoint from train).")
+        validation_size: int = Field(
+            200, ge=1,
+            description="Problems in the validation split (disjoint from train and test; SFT stops on it). "
+            "Drawn after train, so it never changes the test or train split; only drawn when asked for.",
+        )
         seed: int = Field(0, description="Seed of the problem draw; the same seed gives the same splits.")
         template: Literal["plain", "d1"] = Field(
             "plain",
@@ -106,17 +121,21 @@ class ArithmeticTask(remask.Task):
             "'<reasoning>' pre-fill and an XML target.",
         )
 
-    def _pairs(self) -> dict[str, list[tuple[int, int]]]:
+    def _pairs(self, split: str) -> list[tuple[int, int]]:
         c = self.config
-        pairs = draw_operand_pairs(c.digits, c.test_size + c.train_size, c.seed)
-        return {"test": pairs[: c.test_size], "train": pairs[c.test_size :]}
+        head = c.test_size + c.train_size  # the draw the test and train splits always came from
+        if split == "validation":
+            pairs = draw_operand_pairs(c.digits, head + c.validation_size, c.seed, plan_count=head)
+            return pairs[head:]
+        pairs = draw_operand_pairs(c.digits, head, c.seed)
+        return pairs[: c.test_size] if split == "test" else pairs[c.test_size :]
 
     def examples(self, split: str) -> Sequence[remask.Example]:
         if split not in self.splits:
             raise remask.RemaskError(f"task arithmetic: unknown split {split!r}; use one of {self.splits}")
         op = self.config.operation
         rows = []
-        for i, (a, b) in enumerate(self._pairs()[split]):
+        for i, (a, b) in enumerate(self._pairs(split)):
             expr = f"{a}{op}{b}"
             answer = str(_OPS[op](a, b))
             if self.config.template == "plain":

@@ -94,3 +94,57 @@ def test_d1_template_targets_score_correct():
     assert task.is_correct(ex.reference["completion"], ex.reference) == 1.0
     r = ArithmeticCorrect().score(prompts=["p"], completions=[ex.reference["completion"]], references=[ex.reference])
     assert r.total.item() == 1.0
+
+
+# Fingerprints of the splits as the task drew them BEFORE the validation split existed (sha256 of the
+# newline-joined prompts, computed with the previous version of arithmetic.py, git c5b53e9): the
+# quickstart's 1000 test problems and its 4000 train problems must stay exactly these.
+_OLD_SPLITS = [
+    ({"digits": 2, "train_size": 4000, "test_size": 1000}, "6ff6693ab139f9d6", "8ed99679d0e1123c",
+     ["71+24=", "68+35=", "45+91="]),
+    ({"digits": 2, "train_size": 2000, "test_size": 200, "operation": "*", "seed": 5}, "44ac61570ce5e7bf",
+     "052898d67c35c3aa", ["93*79=", "68*22=", "95*17="]),
+    ({"digits": 12, "train_size": 30, "test_size": 10}, "5d889b73623dd557", "c6c48185daa76001",
+     ["727863456467+886289404362=", "329126857967+523688101532=", "106846826108+604220953322="]),
+]
+
+
+@pytest.mark.parametrize("kw,test_sha,train_sha,first", _OLD_SPLITS)
+@pytest.mark.parametrize("validation_size", [1, 200, 500])
+def test_validation_split_leaves_test_and_train_as_before(kw, test_sha, train_sha, first, validation_size):
+    import hashlib
+
+    task = _task(validation_size=validation_size, **kw)
+    test = [e.prompt for e in task.examples("test")]
+    train = [e.prompt for e in task.examples("train")]
+    validation = [e.prompt for e in task.examples("validation")]
+    assert test[:3] == first
+    assert hashlib.sha256("\n".join(test).encode()).hexdigest()[:16] == test_sha
+    assert hashlib.sha256("\n".join(train).encode()).hexdigest()[:16] == train_sha
+    assert len(validation) == len(set(validation)) == validation_size
+    assert not set(validation) & set(test) and not set(validation) & set(train)
+    assert all(e.id.startswith("arithmetic-validation-") for e in task.examples("validation"))
+    for e in task.examples("validation"):
+        assert task.is_correct(e.reference["completion"], e.reference) == 1.0
+
+
+def test_validation_split_is_deterministic_and_seeded():
+    a = [e.prompt for e in _task(seed=2, validation_size=50).examples("validation")]
+    assert a == [e.prompt for e in _task(seed=2, validation_size=50).examples("validation")]
+    assert a != [e.prompt for e in _task(seed=3, validation_size=50).examples("validation")]
+    # a larger validation split starts with the smaller one
+    assert [e.prompt for e in _task(seed=2, validation_size=80).examples("validation")][:50] == a
+
+
+def test_validation_split_is_only_drawn_when_asked_for():
+    # 1-digit sums have 100 problems: 20 + 8 fit, + the default 200 validation rows do not
+    task = _task(digits=1, train_size=20, test_size=8)
+    assert len(task.examples("train")) == 20 and len(task.examples("test")) == 8
+    with pytest.raises(remask.RemaskError, match="distinct problems.*validation_size"):
+        task.examples("validation")
+    assert len(_task(digits=1, train_size=20, test_size=8, validation_size=72).examples("validation")) == 72
+
+
+def test_unknown_split_is_a_user_error():
+    with pytest.raises(remask.RemaskError, match="unknown split 'dev'"):
+        _task().examples("dev")
