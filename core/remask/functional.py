@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import RemaskError
 from .records import PromptBatch
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "group_std",
     "clipped_surrogate",
     "full_sequence",
+    "row_advantages",
 ]
 
 
@@ -108,3 +110,18 @@ def full_sequence(prompts: PromptBatch, completion_ids: Tensor) -> tuple[Tensor,
         [prompts.attention_mask.to(completion_ids.device), torch.ones_like(completion_ids, dtype=torch.bool)], dim=1
     )
     return ids, attn
+
+
+def row_advantages(advantages: Tensor, batch_size: int, *, objective: str, hint: str) -> Tensor:
+    """Check that an objective got one advantage per row (``[B]``) and return it in float32.
+
+    A mismatch (a ``[B, K]`` step-wise estimator under a sequence-level objective, or a wrong row
+    count) is a configuration error: one line naming the objective, both shapes and ``hint``
+    (which advantage estimator fits, e.g. ``"use advantage: rloo"``).
+    """
+    if advantages.dim() != 1 or advantages.shape[0] != batch_size:
+        raise RemaskError(
+            f"objective {objective}: needs one advantage per row, shape [{batch_size}], got "
+            f"{tuple(advantages.shape)}; {hint}"
+        )
+    return advantages.float()  # [B]

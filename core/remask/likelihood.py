@@ -67,6 +67,7 @@ from .records import PromptBatch
 from .trajectory import block_step_table, state_before_step
 
 __all__ = [
+    "inner_step_seeds",
     # seeds and views
     "SEED_HIGH",
     "draw_mask_seeds",
@@ -123,6 +124,20 @@ def draw_mask_seeds(generator: torch.Generator, count: int, high: int = SEED_HIG
     """
     drawn = torch.randint(0, high, (count,), generator=generator, device=generator.device)  # [count]
     return [int(s) for s in drawn.tolist()]
+
+
+def inner_step_seeds(generator: torch.Generator, inner_steps: int, *, random_masking: bool = True,
+                     fixed_seed: int = 42, high: int = SEED_HIGH) -> list[int]:
+    """The mask seed of each inner update μ = 1..``inner_steps``, drawn once per rollout in ``prepare``.
+
+    ``random_masking`` (d1's default): a fresh seed per inner step from the likelihood-mask stream
+    (:func:`draw_mask_seeds` on ``StepContext.generator``), so every update sees new masks and a
+    resumed run draws the same ones. Otherwise ``[fixed_seed]``, the one mask every update reuses
+    (d1's ``random_masking: false``); inner step i uses the i-th seed, cycling over a single one.
+    """
+    if not random_masking:
+        return [fixed_seed]
+    return draw_mask_seeds(generator, max(1, inner_steps), high)
 
 
 @dataclass(frozen=True)

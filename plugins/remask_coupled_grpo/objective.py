@@ -1,7 +1,7 @@
 """The ``coupled-grpo`` objective: GRPO over DiffuCoder's coupled likelihood estimate (arXiv 2506.20639).
 
 ``prepare`` (no grad, once per micro-batch) draws one mask seed per inner step from the likelihood
-stream (:func:`remask.likelihood.draw_mask_seeds`), builds the coupled views of each seed
+stream (:func:`remask.likelihood.inner_step_seeds`), builds the coupled views of each seed
 (:func:`remask.likelihood.coupled_views`: full mask, ``u < t``, ``u ≥ t``), and scores them with the
 old policy (only μ > 1) and the reference (only β ≠ 0) through :func:`remask.likelihood.token_logprobs`.
 ``loss`` scores the views of its seed with the policy and applies :func:`remask_coupled_grpo.loss.coupled_grpo_loss`.
@@ -21,8 +21,8 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence, masked_mean
-from remask.likelihood import NoisyViews, coupled_views, draw_mask_seeds, token_logprobs, views_to
+from remask.functional import full_sequence, masked_mean, row_advantages
+from remask.likelihood import NoisyViews, coupled_views, inner_step_seeds, token_logprobs, views_to
 
 from .loss import coupled_grpo_loss
 
@@ -96,14 +96,11 @@ class CoupledGRPOObjective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> CoupledState:
         c = self.config
-        if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:
-            raise RemaskError(
-                f"objective coupled-grpo: needs one advantage per row, shape [{rollout.batch_size}], got "
-                f"{tuple(advantages.shape)}; use advantage: rloo (DiffuCoder's leave-one-out)"
-            )
+        advantages = row_advantages(advantages, rollout.batch_size, objective="coupled-grpo",
+                                    hint="use advantage: rloo (DiffuCoder's leave-one-out)")
         device = context.device
-        seeds = draw_mask_seeds(context.generator, max(1, context.inner_steps), c.mask_seed_high) \
-            if c.random_masking else [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
         prompts = rollout.prompts
         completion_ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, completion_ids)  # [B, P+L]

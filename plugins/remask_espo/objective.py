@@ -19,8 +19,8 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence
-from remask.likelihood import NoisyViews, draw_mask_seeds, fixed_count_views, token_logprobs, views_to
+from remask.functional import full_sequence, row_advantages
+from remask.likelihood import NoisyViews, fixed_count_views, inner_step_seeds, token_logprobs, views_to
 
 from .loss import espo_loss
 
@@ -83,14 +83,11 @@ class ESPOObjective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> ESPOState:
         c = self.config
-        if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:
-            raise RemaskError(
-                f"objective espo: needs one advantage per row, shape [{rollout.batch_size}], got "
-                f"{tuple(advantages.shape)}; use advantage: rloo (ESPO's leave-one-out baseline)"
-            )
+        advantages = row_advantages(advantages, rollout.batch_size, objective="espo",
+                                    hint="use advantage: rloo (ESPO's leave-one-out baseline)")
         device = context.device
-        seeds = draw_mask_seeds(context.generator, max(1, context.inner_steps), c.mask_seed_high) \
-            if c.random_masking else [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
         prompts = rollout.prompts
         ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, ids)  # [B, P+L]

@@ -25,13 +25,13 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence, masked_mean
-
+from remask.functional import full_sequence, masked_mean, row_advantages
 from remask.likelihood import (
     SEED_HIGH,
     NoisyViews,
     draw_mask_seeds,
     elbo_views,
+    inner_step_seeds,
     one_step_views,
     token_logprobs,
     views_to,
@@ -64,12 +64,8 @@ class PolicyGradientState:
 
 
 def _check_advantages(advantages: Tensor, batch: int, where: str) -> Tensor:
-    if advantages.dim() != 1 or advantages.shape[0] != batch:
-        raise RemaskError(
-            f"objective {where}: needs one advantage per row, shape [{batch}], got {tuple(advantages.shape)}; "
-            "use a per-row advantage estimator (group-mean, group-mean-std, rloo)"
-        )
-    return advantages.float()
+    return row_advantages(advantages, batch, objective=where,
+                          hint="use a per-row advantage estimator (group-mean, group-mean-std, rloo)")
 
 
 def prepare_policy_gradient(
@@ -192,7 +188,8 @@ class GRPOObjective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> PolicyGradientState:
         c = self.config
-        seeds = draw_mask_seeds(context.generator, context.inner_steps) if c.random_masking else [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed)
         return prepare_policy_gradient(
             rollout=rollout, advantages=advantages, context=context, seeds=seeds,
             build_views=self._build_views, need_reference=self.uses_reference, where=self.name,
@@ -248,10 +245,8 @@ class D1Objective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> PolicyGradientState:
         c = self.config
-        if c.random_masking:
-            seeds = draw_mask_seeds(context.generator, context.inner_steps, c.mask_seed_high)
-        else:
-            seeds = [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
         return prepare_policy_gradient(
             rollout=rollout, advantages=advantages, context=context, seeds=seeds,
             build_views=self._build_views, need_reference=self.uses_reference, where=self.name,

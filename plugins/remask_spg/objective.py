@@ -18,8 +18,8 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence
-from remask.likelihood import NoisyViews, draw_mask_seeds, view_logprobs, views_to
+from remask.functional import full_sequence, row_advantages
+from remask.likelihood import NoisyViews, inner_step_seeds, view_logprobs, views_to
 
 from .loss import NegativeBound, lower_bound, spg_loss, spg_sequence_logps
 from .masks import block_random_views
@@ -65,11 +65,8 @@ class SPGObjective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> SPGState:
         c = self.config
-        if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:
-            raise RemaskError(
-                f"objective spg: needs one advantage per row, shape [{rollout.batch_size}], got "
-                f"{tuple(advantages.shape)}; use advantage: group-mean (SPG: r − group mean)"
-            )
+        advantages = row_advantages(advantages, rollout.batch_size, objective="spg",
+                                    hint="use advantage: group-mean (SPG: r − group mean)")
         block = c.block_length or rollout.block_length
         if rollout.gen_length % block or c.num_t > rollout.gen_length // block:
             raise RemaskError(
@@ -77,8 +74,8 @@ class SPGObjective(remask.PolicyObjective):
                 f"least num_t = {c.num_t} blocks; set objective.block_length or objective.num_t"
             )
         device = context.device
-        seeds = draw_mask_seeds(context.generator, max(1, context.inner_steps), c.mask_seed_high) \
-            if c.random_masking else [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
         prompts = rollout.prompts
         ids = rollout.completion_ids.to(device)
         _, attention = full_sequence(prompts, ids)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence, gather_logprobs
+from remask.functional import full_sequence, gather_logprobs, row_advantages
 
 from .loss import clipped_value_loss, gae_over_trace_steps, tracerl_policy_loss
 from .trace import chunk_of_position, chunk_starts
@@ -171,11 +171,8 @@ class TraceRLObjective(remask.PolicyObjective):
         if selection is None:  # no selector: every recorded step is its own chunk (σ = 1)
             steps, ok = chunk_starts(rollout.unmask_step, 1)
             selection = remask.StepSelection(steps=steps, valid=ok)
-        if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:
-            raise RemaskError(
-                f"objective tracerl: needs one advantage per row, shape [{rollout.batch_size}], got "
-                f"{tuple(advantages.shape)}; use advantage: tracerl-zscore"
-            )
+        advantages = row_advantages(advantages, rollout.batch_size, objective="tracerl",
+                                    hint="use advantage: tracerl-zscore")
         if bool((rollout.unmask_step < 0).all(dim=-1).any()):
             raise RemaskError("objective tracerl: trains on the recorded trace, but some rows have no recorded "
                               "unmask_step (offline data); sample online or store rollouts with their trajectories")

@@ -1,7 +1,7 @@
 """The ``wd1`` objective: d1's one-step likelihood under softmax(±A) weights (arXiv 2507.08838).
 
 ``prepare`` (no grad) draws one mask seed per inner step from the likelihood stream
-(:func:`remask.likelihood.draw_mask_seeds`) and builds d1's one-step views
+(:func:`remask.likelihood.inner_step_seeds`) and builds d1's one-step views
 (:func:`remask.likelihood.one_step_views`); it needs no forward pass, because wd1 has no old-policy
 ratio and no reference. ``loss`` scores the views of inner step ``m`` with the policy, sums the
 per-token estimates over the completion through EOS, and applies :func:`remask_wd1.loss.wd1_loss`.
@@ -20,8 +20,8 @@ from torch import Tensor
 
 import remask
 from remask.errors import RemaskError
-from remask.functional import full_sequence, masked_sum
-from remask.likelihood import NoisyViews, draw_mask_seeds, one_step_views, token_logprobs, views_to
+from remask.functional import full_sequence, masked_sum, row_advantages
+from remask.likelihood import NoisyViews, inner_step_seeds, one_step_views, token_logprobs, views_to
 
 from .loss import wd1_loss, wd1_weights
 
@@ -70,14 +70,11 @@ class WD1Objective(remask.PolicyObjective):
 
     def prepare(self, *, rollout, advantages, selection, context) -> WD1State:
         c = self.config
-        if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:
-            raise RemaskError(
-                f"objective wd1: needs one advantage per row, shape [{rollout.batch_size}], got "
-                f"{tuple(advantages.shape)}; use advantage: group-mean (wd1: r − group mean)"
-            )
+        advantages = row_advantages(advantages, rollout.batch_size, objective="wd1",
+                                    hint="use advantage: group-mean (wd1: r − group mean)")
         device = context.device
-        seeds = draw_mask_seeds(context.generator, max(1, context.inner_steps), c.mask_seed_high) \
-            if c.random_masking else [c.mask_seed]
+        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
+                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
         prompts = rollout.prompts
         completion_ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, completion_ids)  # [B, P+L]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from remask.functional import clipped_surrogate, gather_logprobs, group_mean, group_std, k3_kl, masked_mean
@@ -51,3 +52,22 @@ def test_masked_mean_empty_mask_is_zero():
     m = torch.tensor([[True, False], [False, False]])
     assert masked_mean(x, m).item() == 1.0
     assert masked_mean(x, m, dim=1).tolist() == [1.0, 0.0]
+
+
+def test_row_advantages_names_the_objective_and_the_fix():
+    from remask.errors import RemaskError
+    from remask.functional import row_advantages
+
+    out = row_advantages(torch.tensor([1.0, -1.0], dtype=torch.float64), 2, objective="wd1", hint="use advantage: rloo")
+    assert out.dtype == torch.float32 and out.tolist() == [1.0, -1.0]
+    with pytest.raises(RemaskError, match=r"objective wd1: needs one advantage per row, shape \[2\], got \(2, 3\); use advantage: rloo"):
+        row_advantages(torch.zeros(2, 3), 2, objective="wd1", hint="use advantage: rloo")
+
+
+def test_inner_step_seeds_draw_one_per_update_or_reuse_the_fixed_one():
+    from remask.likelihood import draw_mask_seeds, inner_step_seeds
+
+    seeds = inner_step_seeds(torch.Generator().manual_seed(7), 3)
+    assert seeds == draw_mask_seeds(torch.Generator().manual_seed(7), 3) and len(set(seeds)) == 3
+    assert inner_step_seeds(torch.Generator().manual_seed(7), 0) == draw_mask_seeds(torch.Generator().manual_seed(7), 1)
+    assert inner_step_seeds(torch.Generator(), 4, random_masking=False, fixed_seed=42) == [42]
