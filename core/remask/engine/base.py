@@ -95,6 +95,49 @@ def _trainer_state(path: Path) -> dict[str, Any]:
     return {**state, **state.get("remask", {})}
 
 
+def _fsdp_requested(acc: Any) -> bool:
+    """FSDP asked for by the accelerate config: accelerate's own ``DistributedType.FSDP`` (GPUs), or
+    ``ACCELERATE_USE_FSDP`` set by ``accelerate launch`` on a CPU host, where accelerate falls back
+    to its ``MULTI_CPU`` data parallel mode and leaves the sharding to the engine."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.FSDP:
+        return True
+    return (acc.num_processes > 1 and acc.distributed_type == DistributedType.MULTI_CPU
+            and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true")
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _clip_sharded(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
+    """The global gradient norm of sharded (DTensor) and plain parameters, and clipping to
+    ``max_norm`` (as ``torch.nn.utils.clip_grad_norm_``; a DTensor norm is reduced over the shards
+    with ``full_tensor``). Plain parameters are the same on every process, so they count once."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    sharded = [g for g in grads if _is_dtensor(g)]
+    plain = [g for g in grads if not _is_dtensor(g)]
+    total_sq = torch.zeros((), dtype=torch.float32)
+    if sharded:
+        norm = torch.nn.utils.get_total_norm(sharded, 2.0)
+        total_sq = total_sq + norm.full_tensor().float().cpu() ** 2
+    if plain:
+        total_sq = total_sq + torch.nn.utils.get_total_norm(plain, 2.0).float().cpu() ** 2
+    total = total_sq.sqrt()
+    if max_norm is not None and math.isfinite(float(total)):
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(coef.to(g.device, g.dtype) if not _is_dtensor(g) else float(coef))
+    return float(total)
+
+
 class _Unwrapped:
     """The adapter seen through an unwrapped module (FSDP / DeepSpeed), for weight loading."""
 
@@ -193,6 +236,10 @@ class Engine:
             mover(self.device)
         else:
             model.module.to(self.device)
+        self.fsdp = _fsdp_requested(acc)
+        self._before_sharding()
+        if self.fsdp:
+            self._fully_shard(model)
         self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
         self.examples = list(task.examples("train"))
         self.data = DataOrder(len(self.examples), t.seed)
@@ -201,7 +248,8 @@ class Engine:
         self.scheduler = build_scheduler(t, self.optimizer, t.max_steps)
         from accelerate.utils import DistributedType
 
-        self.wrapped = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        # FSDP: the engine sharded the policy itself (above); accelerate wraps only under DeepSpeed
+        self.wrapped = acc.distributed_type == DistributedType.DEEPSPEED
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         if self.deepspeed:
             rows = t.prompts_per_step // self.world * t.group_size
@@ -211,12 +259,28 @@ class Engine:
             if t.max_grad_norm is not None:
                 log.warning("DeepSpeed: gradient clipping follows the DeepSpeed config, not train.max_grad_norm")
         if self.wrapped:
-            # FSDP / DeepSpeed shard parameters and optimizer state: let accelerate own them.
+            # DeepSpeed shards parameters and optimizer state: let accelerate own them.
             model.module, self.optimizer = acc.prepare(model.module, self.optimizer)
             self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
         else:
             self.optimizer = acc.prepare_optimizer(self.optimizer)
-        self.manual_allreduce = self.world > 1 and not self.wrapped
+        self.manual_allreduce = self.world > 1 and not self.wrapped  # FSDP: unsharded extras only
+
+    def _before_sharding(self) -> None:
+        """What must see the whole, unsharded policy (the trainer's frozen reference copy)."""
+
+    def _fully_shard(self, model: DiffusionModel) -> None:
+        """Shard ``model`` with torch's FSDP2 over the process group accelerate set up (gloo on
+        CPU, NCCL on GPUs): accelerate itself shards only CUDA modules and would run an FSDP config
+        as plain data parallel on a CPU host, so the engine calls ``fully_shard`` on every device."""
+        shard = getattr(model, "fully_shard", None)
+        if not callable(shard):
+            raise ConfigError([f"{getattr(self.config, 'source', '') or '<config>'}: FSDP: model {model.name!r} "
+                               "has no fully_shard(); train it with data parallel or DeepSpeed"])
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        shard(reshard_after_forward=bool(getattr(plugin, "reshard_after_forward", True)))
+        if self.is_main:
+            log.info("FSDP2: %s sharded over %d processes (fully_shard)", model.name, self.world)
 
     def _train_mode(self) -> None:
         """Explicit dropout mode for likelihoods and losses (spec §8 trap 5)."""
@@ -260,10 +324,14 @@ class Engine:
 
         buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
         for p in self._all_params():
+            if _is_dtensor(p):  # FSDP2 reduce-scattered its shards' gradients in backward
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             buckets[(p.grad.device, p.grad.dtype)].append(p.grad)
         for grads in buckets.values():  # one all-reduce per device/dtype
+            if not grads:
+                continue
             flat = _flatten_dense_tensors(grads)
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat.div_(self.world)
@@ -290,7 +358,9 @@ class Engine:
                 self._sync_gradients()
                 params = self._all_params()
                 max_norm = self.train_cfg.max_grad_norm
-                if max_norm is not None:
+                if self.fsdp:
+                    grad_norm = _clip_sharded(params, max_norm)
+                elif max_norm is not None:
                     grad_norm = float(self.accelerator.clip_grad_norm_(params, max_norm))
                 else:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
@@ -322,6 +392,9 @@ class Engine:
     def _policy_module(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model.module) if self.wrapped else self.model.module
 
+    def _torch_optimizer(self) -> torch.optim.Optimizer:
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate's wrapper -> torch's
+
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoint-<global_step>/`` atomically; every process writes its RNG streams."""
         acc = self.accelerator
@@ -334,16 +407,20 @@ class Engine:
         acc.wait_for_everyone()
         with _disk_full_is_one_line(tmp):  # torch.save and safetensors report ENOSPC as RuntimeError
             torch.save(self.rng.state_dict(), tmp / f"rng_state_{self.rank}.pth")
-            full_state = acc.get_state_dict(self.model.module) if self.wrapped else None  # collective under FSDP/ZeRO-3
+            full_state = acc.get_state_dict(self.model.module) if self.wrapped else None  # collective under ZeRO-3
+            if self.fsdp:  # every process writes its shards (model and optimizer) for --resume
+                ckpt.save_sharded(self.model.module, self._torch_optimizer(), tmp / ckpt.SHARDED_DIR)
+                ckpt.save_full_weights(self.model, tmp, is_main=self.is_main)  # collective gather
             if self.is_main:
                 if full_state is not None:
                     from safetensors.torch import save_file
 
                     save_file({k: v.detach().cpu().contiguous().clone() for k, v in full_state.items()},
                               str(tmp / "model.safetensors"))
-                else:
+                elif not self.fsdp:
                     ckpt.save_model_weights(self.model, tmp)
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                if not self.fsdp:
+                    torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
                 torch.save(self._objective_state(), tmp / "objective.pt")
                 self._extra_checkpoint(tmp)
@@ -401,13 +478,19 @@ class Engine:
         changed = changed_settings(state.get("config"), self.config.dump())
         if changed and self.is_main:
             log.warning("resuming %s with changed settings: %s", path, "; ".join(changed[:8]))
-        model = self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module())
-        _read_checkpoint_file(path, lambda p: ckpt.load_model_weights(model, p))
-
         def load(name: str, **kw: Any) -> Any:
             return _read_checkpoint_file(path / name, lambda p: torch.load(p, weights_only=False, **kw))
 
-        self.optimizer.load_state_dict(load("optimizer.pt", map_location=self.device))
+        if self.fsdp:
+            if not (path / ckpt.SHARDED_DIR).is_dir():
+                raise RemaskError(f"--resume: {path} has no {ckpt.SHARDED_DIR}/ (it was not written by a sharded "
+                                  "run); resume it with the launch settings that wrote it")
+            _read_checkpoint_file(path / ckpt.SHARDED_DIR, lambda p: ckpt.load_sharded(
+                self.model.module, self._torch_optimizer(), p))
+        else:
+            model = self.model if not self.wrapped else _Unwrapped(self.model, self._policy_module())
+            _read_checkpoint_file(path, lambda p: ckpt.load_model_weights(model, p))
+            self.optimizer.load_state_dict(load("optimizer.pt", map_location=self.device))
         self.scheduler.load_state_dict(load("scheduler.pt"))
         self._load_objective_state(load("objective.pt", map_location=self.device))
         _read_checkpoint_file(path, self._load_extra_checkpoint)
@@ -591,7 +674,11 @@ class Engine:
 
     def _finish(self) -> None:
         save_to = getattr(self.train_cfg, "save_final_model", None)
-        if save_to and self.is_main:
+        if save_to and self.fsdp:  # gathered to full tensors on the main process, Hugging Face layout
+            ckpt.save_full_weights(self.model, Path(save_to), is_main=self.is_main)
+            if self.is_main:
+                log.info("final model written to %s", save_to)
+        elif save_to and self.is_main:
             ckpt.save_model_weights(self.model, Path(save_to), module=self._policy_module())
             log.info("final model written to %s", save_to)
         self.accelerator.wait_for_everyone()

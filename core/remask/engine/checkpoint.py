@@ -8,6 +8,9 @@
 * ``rng_state_<rank>.pth``: every RNG stream of every process;
 * ``objective.pt``: the objective's ``state_dict()`` and its extra modules (TraFL's heads);
 * ``reference.safetensors`` when the reference is a frozen copy that ``ref_update_every`` changes;
+* under FSDP: ``sharded/``, model and optimizer state as ``torch.distributed.checkpoint`` writes
+  them (each process its shards; what ``--resume`` loads), and the policy gathered to full tensors
+  in the Hugging Face layout (``model.safetensors`` + ``config.json``, or the PEFT adapter files);
 * ``trainer_state.json`` (written last), in Hugging Face's ``TrainerState`` layout (``global_step``,
   ``max_steps``, ``log_history``, ...) with remask's own fields (data position, rollouts done,
   the resolved config) under ``"remask"``.
@@ -46,7 +49,13 @@ __all__ = [
     "save_module_state",
     "load_module_state",
     "write_json",
+    "SHARDED_DIR",
+    "save_sharded",
+    "load_sharded",
+    "save_full_weights",
 ]
+
+SHARDED_DIR = "sharded"
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"
@@ -205,3 +214,56 @@ def load_model_weights(model: DiffusionModel, path: Path) -> None:
     bad = [k for k in missing if k in params and params[k].requires_grad]
     if bad:
         raise RemaskError(f"{path}: trainable weights missing from the checkpoint (e.g. {bad[0]!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded (FSDP2) policies
+# ---------------------------------------------------------------------------------------------
+
+
+def save_sharded(module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Model and optimizer state of an FSDP2-sharded ``module`` with ``torch.distributed.checkpoint``
+    (collective: every process writes its own shards; nothing is gathered)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd, osd = get_state_dict(module, optimizer)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(path))
+
+
+def load_sharded(module: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Load what :func:`save_sharded` wrote back into the sharded ``module`` and ``optimizer``
+    (exactly: each process reads its shards; collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    msd, osd = get_state_dict(module, optimizer)
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def save_full_weights(model: DiffusionModel, path: Path, *, is_main: bool) -> None:
+    """The sharded policy gathered to full tensors (collective; only the main process holds and
+    writes them) in the Hugging Face layout: ``save_pretrained(state_dict=...)`` of the
+    ``transformers`` / PEFT module (PEFT writes the adapter only) plus the tokenizer, or
+    ``model.safetensors`` for a plain module."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    module = model.module
+    full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not is_main:
+        return
+    first: dict[int, str] = {}  # tied weights (embeddings = head) are written once, as unsharded saves do
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            full.pop(name, None)
+    path.mkdir(parents=True, exist_ok=True)
+    saver = getattr(module, "save_pretrained", None)
+    if callable(saver):
+        saver(str(path), state_dict=full)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(str(path))
+    else:
+        save_file({k: v.detach().contiguous().clone() for k, v in full.items()}, str(path / "model.safetensors"))

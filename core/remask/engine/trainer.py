@@ -69,9 +69,7 @@ class Trainer(Engine):
                            if self.extra_modules else [])
         for m in self.extra_modules.values():
             m.to(self.device)
-        self.reference: ReferenceModel | None = None
-        if getattr(p.objective, "uses_reference", True):
-            self.reference = make_reference(self.model, lora=adapter_active(self.model))
+        if self.reference is not None:  # made by _before_sharding
             if t.ref_update_every and self.reference.uses_disabled_adapter:
                 raise ConfigError([f"{cfg.source or '<config>'}: train.ref_update_every: with LoRA the reference "
                                    "is the base model with the adapter disabled and cannot move; drop the setting "
@@ -91,6 +89,19 @@ class Trainer(Engine):
         self._start_reporting({"objective": cfg.objective.name, "lora": self.lora,
                                "reference": None if self.reference is None else
                                ("adapter disabled" if self.reference.uses_disabled_adapter else "frozen copy")})
+
+    def _before_sharding(self) -> None:
+        """The reference policy: with LoRA the policy's own (later sharded) module with the adapter
+        disabled; without, a frozen copy of the unsharded policy, sharded like it under FSDP."""
+        self.reference: ReferenceModel | None = None
+        if self.fsdp and self.extra_modules:
+            raise ConfigError([f"{self.config.source or '<config>'}: FSDP: objective {self.objective.name!r} trains "
+                               f"extra modules ({', '.join(sorted(self.extra_modules))}), which sharded "
+                               "checkpoints do not hold yet; train it with data parallel or DeepSpeed"])
+        if getattr(self.objective, "uses_reference", True):
+            self.reference = make_reference(self.model, lora=adapter_active(self.model))
+            if self.fsdp and not self.reference.uses_disabled_adapter:
+                self._fully_shard(self.reference.base)
 
     # checkpoint hooks
     def _objective_state(self) -> dict[str, Any]:
