@@ -218,7 +218,12 @@ class Engine:
         self.task = task
         self.lora = t.lora is not None
         if self.lora:
-            apply_lora(model, t.lora)
+            # the adapter's random init (LoRA A) must be the same on every process: the global stream
+            # above differs per rank, so LoRA is drawn from a stream of its own, shared by all ranks
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(stream_seed(t.seed, "lora", 0))
+                apply_lora(model, t.lora)
         if t.gradient_checkpointing:
             enable = getattr(model, "enable_gradient_checkpointing", None)
             if not callable(enable):
