@@ -94,3 +94,15 @@ def test_budget_needs_exactly_one_kind(tmp_path):
     spec = write_spec(tmp_path, [{"name": "d1"}], budget={"optimizer_steps": 2, "wall_seconds": 3})
     with pytest.raises(ConfigError, match="exactly one"):
         load_compare_spec(spec)
+
+
+@pytest.mark.parametrize("n", [3, 10, 13, 20, 27])
+def test_every_pipeline_gets_its_own_colour(n):
+    from remask.harness.report import pipeline_colours
+
+    runs = [{"pipeline": f"p{i}", "seed": s} for i in range(n) for s in (0, 1)]
+    colours = pipeline_colours(runs)
+    assert list(colours) == [f"p{i}" for i in range(n)]  # order of appearance
+    from matplotlib.colors import to_hex
+
+    assert len({to_hex(c) for c in colours.values()}) == n

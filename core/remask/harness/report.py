@@ -63,9 +63,23 @@ def markdown_table(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 def pipeline_colours(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """One colour per pipeline, the same in every plot: matplotlib's cycle in order of appearance."""
+    """One colour per pipeline, the same in every plot, in order of appearance, never two pipelines
+    in one colour: matplotlib's 10-colour cycle up to 10 pipelines, ``tab20`` up to 20 (dark shades
+    first, then light), then evenly
+    spaced hues of ``turbo``."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
     names = list(dict.fromkeys(r["pipeline"] for r in runs))
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    n = len(names)
+    if n <= 10:
+        return {name: f"C{i}" for i, name in enumerate(names)}
+    if n <= 20:
+        tab20 = colormaps["tab20"]
+        # the ten dark shades first, then their light partners, so neighbours in the legend differ most
+        return {name: to_hex(tab20(2 * i if i < 10 else 2 * (i - 10) + 1)) for i, name in enumerate(names)}
+    turbo = colormaps["turbo"]
+    return {name: to_hex(turbo(i / (n - 1))) for i, name in enumerate(names)}
 
 
 def _by_pipeline(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
