@@ -235,12 +235,24 @@ def _describe_code(code: Mapping[str, Any]) -> str:
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1, "pipelines[2].name": "grpo", "pipelines.length": 13}``: mappings and lists of
+    mappings are flattened, so a difference names the one field that differs."""
     if isinstance(data, Mapping):
         out: dict[str, Any] = {}
         for k, v in data.items():
             out.update(_flat(v, f"{prefix}{k}."))
         return out
+    if isinstance(data, list) and any(isinstance(v, Mapping) for v in data):
+        out = {f"{prefix}length": len(data)}
+        for i, v in enumerate(data):
+            out.update(_flat(v, f"{prefix[:-1]}[{i}]."))
+        return out
     return {prefix[:-1]: data}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def protocol_difference(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -251,7 +263,7 @@ def protocol_difference(stored: Mapping[str, Any], current: Mapping[str, Any]) -
         if key in ("train.output_dir", "train.overwrite_output_dir", "train.torch_threads"):
             continue
         if a.get(key, "(unset)") != b.get(key, "(unset)"):
-            return f"{key}: {a.get(key, '(unset)')!r} then, {b.get(key, '(unset)')!r} now"
+            return f"{key}: {_short(a.get(key, '(unset)'))} then, {_short(b.get(key, '(unset)'))} now"
     return None
 
 
