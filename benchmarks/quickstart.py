@@ -6,12 +6,15 @@
 Each seed is one `remask train` run in a fresh process, exactly as a user runs it (model loading,
 evaluation before and after, TensorBoard logging and the final checkpoint included in the wall
 time). Prints a markdown table; targets: lift >= 25 points and wall time <= 5 minutes, every seed.
+Also prints the torch thread count each run reported and the machine's 1-minute load average before
+and after each seed: on a shared machine the wall times are only meaningful beside the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -22,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_seed(config: Path, seed: int, out: Path) -> dict[str, float]:
+def run_seed(config: Path, seed: int, out: Path) -> dict[str, object]:
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "remask", "train", str(config), "--train.seed", str(seed),
@@ -38,7 +42,10 @@ def run_seed(config: Path, seed: int, out: Path) -> dict[str, float]:
         if "eval/accuracy" in row:
             evals[int(row["step"])] = float(row["eval/accuracy"])
     steps = sorted(evals)
-    return {"seed": seed, "before": evals[steps[0]], "after": evals[steps[-1]], "wall": wall}
+    threads = next((line.split(":", 1)[1].strip() for line in proc.stderr.splitlines()
+                    if "torch threads per process" in line), "?")
+    return {"seed": seed, "before": evals[steps[0]], "after": evals[steps[-1]], "wall": wall,
+            "threads": threads, "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"}
 
 
 def main() -> None:
@@ -54,15 +61,16 @@ def main() -> None:
             print(f"seed {seed}: {100 * r['before']:.1f}% -> {100 * r['after']:.1f}% in {r['wall']:.0f}s", flush=True)
     import torch
 
-    print(f"\n{args.config.name}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
-    print("| seed | greedy acc. before | after | lift (points) | wall time | lift >= 25 | time <= 5 min |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n{args.config.name}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}\n")
+    print("| seed | greedy acc. before | after | lift (points) | wall time | lift >= 25 | time <= 5 min "
+          "| torch threads | load avg before / after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lift = 100 * (r["after"] - r["before"])
         print(f"| {r['seed']} | {100 * r['before']:.1f}% | {100 * r['after']:.1f}% | {lift:+.1f} | "
               f"{int(r['wall'] // 60)}m{int(r['wall'] % 60):02d}s | {'yes' if lift >= 25 else 'NO'} | "
-              f"{'yes' if r['wall'] <= 300 else 'NO'} |")
+              f"{'yes' if r['wall'] <= 300 else 'NO'} | {r['threads']} | {r['load']} |")
 
 
 if __name__ == "__main__":
