@@ -25,13 +25,15 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "tiny-arith-d1.yaml"
-# rewards as advantages (no group baseline) so that updates are non-zero whatever the group's rewards.
+# dense rewards (digits right) as advantages (no group baseline), no weight decay: every update
+# comes from a non-zero gradient; max_grad_norm 0.5 so that clipping acts on the sharded gradients.
 # Gradients are averaged in another order (FSDP2 reduce-scatter vs an all-reduce), so they agree to
 # float32 rounding only; Adam's eps is raised to 1e-3 so that entries whose true gradient is ~0 are
 # not normalised up to a whole step of rounding noise (with eps 1e-8: |Δ| up to 2.4e-6 after 3 steps).
 RUN = ["--train.max_steps", "3", "--train.prompts_per_step", "4", "--train.group_size", "2",
        "--train.inner_steps", "1", "--train.save_steps", "1", "--train.save_total_limit", "3",
-       "--train.learning_rate", "1e-3", "--train.adam_eps", "1e-3", "--train.max_grad_norm", "1.0", "--train.progress", "false",
+       "--train.learning_rate", "1e-3", "--train.adam_eps", "1e-3", "--train.max_grad_norm", "0.5",
+       "--train.weight_decay", "0", "--rewards.0.name", "arithmetic-digits", "--train.progress", "false",
        "--train.torch_threads", "1", "--advantage.name", "raw-reward",
        "--eval.before_training", "false", "--eval.after_training", "false"]
 LORA = ["--train.lora.r", "4", "--train.lora.alpha", "8"]
@@ -80,6 +82,10 @@ def test_remask_train_fsdp_matches_data_parallel_and_resumes_exactly(lora, tmp_p
     assert not (ddp / "checkpoint-3" / "sharded").exists()
     a, b = _weights(sharded / "checkpoint-3", lora), _weights(ddp / "checkpoint-3", lora)
     assert set(a) == set(b) and (all("lora_" in k for k in a) if lora else len(a) > 10)
+    norms = [json.loads(x)["train/grad_norm"] for x in (sharded / "metrics.jsonl").read_text().splitlines()]
+    ddp_norms = [json.loads(x)["train/grad_norm"] for x in (ddp / "metrics.jsonl").read_text().splitlines()]
+    assert len(norms) == 3 and min(norms) > 0 and max(norms) > 0.5, norms  # real gradients, clipped at least once
+    assert norms == pytest.approx(ddp_norms, rel=1e-4)  # the norm over the shards is the whole norm
     start = _weights(sharded / "checkpoint-1", lora)
     assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 2-3 moved the weights
     for k in a:
