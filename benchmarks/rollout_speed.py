@@ -141,18 +141,26 @@ def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repe
     return statistics.median(times), rollout
 
 
-def cases(gen_length: int, block_length: int, steps: int, temperature: float) -> list[tuple[str, Any, dict]]:
-    """The sampler/cache policies compared: (label, sampler class, config)."""
+def cases(gen_length: int, block_length: int, steps: int, temperature: float,
+          thresholds: tuple[float, ...] = (0.9,)) -> list[tuple[str, Any, dict]]:
+    """The sampler/cache policies compared: (label, sampler class, config). The first threshold gets
+    every cache policy and a ≤ 2 tokens/step row; further thresholds get no cache and the dual cache."""
     common = dict(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature)
-    return [
+    rows: list[tuple[str, Any, dict]] = [
         ("llada, no cache", LLaDASampler, dict(common, cache="none")),
         ("llada, prefix cache", LLaDASampler, dict(common, cache="prefix")),
         ("llada, dual cache", LLaDASampler, dict(common, cache="dual")),
-        ("fast-dllm 0.9, no cache", FastDLLMSampler, dict(common, cache="none")),
-        ("fast-dllm 0.9, prefix cache", FastDLLMSampler, dict(common, cache="prefix")),
-        ("fast-dllm 0.9, dual cache", FastDLLMSampler, dict(common, cache="dual")),
-        ("fast-dllm 0.9, dual, ≤ 2 tokens/step", FastDLLMSampler, dict(common, cache="dual", max_tokens_per_step=2)),
     ]
+    for i, t in enumerate(thresholds):
+        fast = dict(common, threshold=t)
+        rows.append((f"fast-dllm {t:g}, no cache", FastDLLMSampler, dict(fast, cache="none")))
+        if i == 0:
+            rows.append((f"fast-dllm {t:g}, prefix cache", FastDLLMSampler, dict(fast, cache="prefix")))
+        rows.append((f"fast-dllm {t:g}, dual cache", FastDLLMSampler, dict(fast, cache="dual")))
+        if i == 0:
+            rows.append((f"fast-dllm {t:g}, dual, ≤ 2 tokens/step", FastDLLMSampler,
+                         dict(fast, cache="dual", max_tokens_per_step=2)))
+    return rows
 
 
 def task_batch(model: DiffusionModel, task_name: str, task_args: list[str], n: int) -> tuple[PromptBatch, Any]:
@@ -186,6 +194,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (median) after one warm-up")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--thresholds", default="0.9",
+                    help="comma-separated fast-dllm confidence thresholds (default 0.9)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     steps = args.steps or args.gen_length
@@ -217,8 +227,13 @@ def main() -> None:
     head = ("| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / Σ bare passes | "
             "own work per step (ms) | 1 + own work / mean bare pass |")
     rule = "|---|---:|---:|---:|---:|---:|---:|"
+    digits = None
     if task is not None:
         head, rule = head + " greedy accuracy |", rule + "---:|"
+        if args.task == "digit-scan":  # per-digit partial credit beside exact match
+            from remask_math.digit_scan import scan_credit as digits
+
+            head, rule = head + " digits right |", rule + "---:|"
     print(head)
     print(rule)
     n_blocks = args.gen_length // args.block_length
@@ -228,7 +243,8 @@ def main() -> None:
         ones = torch.ones(prompts.batch_size, args.gen_length, dtype=torch.bool)
         a0 = torch.cat([prompts.attention_mask.bool(), ones], 1)
         replay_logits = model.logits(x0.to(model.device), a0.to(model.device))  # [B, P+L, V]
-    for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature):
+    thresholds = tuple(float(t) for t in args.thresholds.split(","))
+    for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature, thresholds):
         sampler = cls(cls.Config(**cfg))
         seconds, rollout = time_rollout(sampler, model, prompts, args.repeats)
         full, later = bare[cfg["cache"]]
@@ -246,6 +262,9 @@ def main() -> None:
         if task is not None:
             acc = statistics.mean(float(task.is_correct(t, r)) for t, r in zip(rollout.texts, prompts.references))
             row += f" {100 * acc:.1f}% |"
+            if digits is not None:
+                got = statistics.mean(digits(t, r["answer"])[0] for t, r in zip(rollout.texts, prompts.references))
+                row += f" {100 * got:.1f}% |"
         print(row, flush=True)
 
 
