@@ -73,7 +73,9 @@ def _weights(ckpt: Path, lora: bool) -> dict[str, torch.Tensor]:
 def test_remask_train_fsdp_matches_data_parallel_and_resumes_exactly(lora, tmp_path):
     extra = LORA if lora else []
     sharded, ddp = tmp_path / "fsdp", tmp_path / "ddp"
-    logs = _wait(_launch("fsdp", sharded, extra), _launch("ddp", ddp, extra))
+    final = tmp_path / "final"
+    logs = _wait(_launch("fsdp", sharded, [*extra, "--train.save_final_model", str(final)]),
+                 _launch("ddp", ddp, extra))
     assert "FSDP2: tiny sharded over 2 processes" in logs[0] and "FSDP2" not in logs[1]
     manifest = json.loads((sharded / "manifest.json").read_text())
     assert manifest["reference"] == ("adapter disabled" if lora else "frozen copy")
@@ -90,6 +92,15 @@ def test_remask_train_fsdp_matches_data_parallel_and_resumes_exactly(lora, tmp_p
     assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 2-3 moved the weights
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    # the final model: gathered on the main process, Hugging Face layout, loads back as it was trained
+    assert all(torch.equal(w, a[k]) for k, w in _weights(final, lora).items())
+    from remask_diffusion.tiny import TinyDiffusionModel
+
+    loaded = TinyDiffusionModel(TinyDiffusionModel.Config(path=str(final), device="cpu"))
+    assert loaded.has_adapter == lora
+    params = {n.replace(".default", ""): p for n, p in loaded.module.named_parameters()}
+    for k in a:
+        assert torch.equal(params[k].detach(), a[k]), k
     # sharded and stopped after step 2, resumed: the same step-3 weights, bit for bit
     resumed = tmp_path / "resumed"
     _wait(_launch("fsdp", resumed, [*extra, "--resume", str(sharded / "checkpoint-2")]))

@@ -10,7 +10,8 @@
 * ``reference.safetensors`` when the reference is a frozen copy that ``ref_update_every`` changes;
 * under FSDP: ``sharded/``, model and optimizer state as ``torch.distributed.checkpoint`` writes
   them (each process its shards; what ``--resume`` loads), and the policy gathered to full tensors
-  in the Hugging Face layout (``model.safetensors`` + ``config.json``, or the PEFT adapter files);
+  in the Hugging Face layout (``model.safetensors`` + ``config.json``, or the PEFT adapter files
+  and, for a base that can be loaded again, the adapter manifest naming it);
 * ``trainer_state.json`` (written last), in Hugging Face's ``TrainerState`` layout (``global_step``,
   ``max_steps``, ``log_history``, ...) with remask's own fields (data position, rollouts done,
   the resolved config) under ``"remask"``.
@@ -265,5 +266,11 @@ def save_full_weights(model: DiffusionModel, path: Path, *, is_main: bool) -> No
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(str(path))
+        base = getattr(model, "base_source", None)
+        if _is_peft(module) and base and base != "random":  # as HFDiffusionModel.save_pretrained: name the base
+            from ..modeling import ADAPTER_MANIFEST
+
+            (path / ADAPTER_MANIFEST).write_text(json.dumps(
+                {"base": base, "base_saved": False, "model": getattr(model, "name", "")}, indent=2))
     else:
         save_file({k: v.detach().contiguous().clone() for k, v in full.items()}, str(path / "model.safetensors"))
