@@ -163,7 +163,9 @@ def test_a_closed_pipe_is_quiet(tmp_path):
     proc = subprocess.run(["bash", "-c", f"{sys.executable} -m remask plugins | head -n 1; "
                            "echo rc=${PIPESTATUS[0]} >&2"], capture_output=True, text=True, timeout=300)
     assert proc.stdout.startswith("kind\tname")
-    assert proc.stderr.strip() == "rc=141", proc.stderr  # no traceback, no message: as a SIGPIPE'd tool
+    # no traceback, no message: exit 141 as a SIGPIPE'd tool when the write hit the closed pipe, or 0
+    # when the whole listing fit in the pipe's buffer before `head` exited (a race the test cannot fix)
+    assert proc.stderr.strip() in ("rc=141", "rc=0"), proc.stderr
 
 
 def test_a_remask_directory_in_the_working_directory_is_named(tmp_path):
