@@ -158,6 +158,16 @@ class NoisyViews:
         return self.token_weights != 0
 
 
+def _views(prompt_ids: Tensor, completion_ids: Tensor, masked: Tensor, weights: Tensor, mask_token_id: int,
+           seed: int) -> NoisyViews:
+    """The N noisy sequences ``[prompt, x_t]`` with ``x_t`` = the completion masked where ``masked`` is set."""
+    n = masked.shape[0]
+    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
+    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
+    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
+    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+
+
 def _local_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -229,11 +239,7 @@ def elbo_views(
         kept = ~masked  # [N, B, L]
         weights = torch.cat([weights, kept.float() / rest], dim=0)  # [2N, B, L]
         masked = torch.cat([masked, kept], dim=0)  # [2N, B, L]
-    n = masked.shape[0]
-    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
-    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
-    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+    return _views(prompt_ids, completion_ids, masked, weights, mask_token_id, seed)
 
 
 def draw_mask_counts(
@@ -331,11 +337,7 @@ def fixed_count_views(
         masks += [span & ~m for m in masks]
     masked = torch.stack(masks)  # [N, B, L]
     weights = fixed_count_weights(masked, span, include_zero=include_zero)  # [N, B, L]
-    n = masked.shape[0]
-    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
-    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
-    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+    return _views(prompt_ids, completion_ids, masked, weights, mask_token_id, seed)
 
 
 def views_to(views: NoisyViews, device: torch.device) -> NoisyViews:
@@ -752,12 +754,8 @@ def coupled_views(
     pair_mask = torch.rand((b, l), generator=g) < t  # [B, L]
     masks = ([torch.ones(b, l, dtype=torch.bool)] if full_view else []) + [pair_mask, ~pair_mask]
     masked = torch.stack(masks)  # [N, B, L]
-    n = masked.shape[0]
-    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
-    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
-    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
     weights = coupled_weights(pair_mask, t, full_view=full_view, pair_reduction=pair_reduction)  # [N, B, L]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+    return _views(prompt_ids, completion_ids, masked, weights, mask_token_id, seed)
 
 
 def stratified_count_views(
@@ -800,10 +798,7 @@ def stratified_count_views(
         rows.append(fixed_count_mask(span[r].expand(n, l), counts, g))  # [N, L]
     masked = torch.stack(rows, dim=1)  # [N, B, L]
     weights = fixed_count_weights(masked, span, include_zero=False)  # [N, B, L]
-    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
-    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
-    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+    return _views(prompt_ids, completion_ids, masked, weights, mask_token_id, seed)
 
 
 def stratified_time_views(
@@ -838,11 +833,7 @@ def stratified_time_views(
     t = t.clamp_min(t_min).repeat_interleave(n_yt, dim=0).unsqueeze(-1)  # [N, B, 1]
     masked = (torch.rand((n_t * n_yt, b, l), generator=g) < t) & span  # [N, B, L]
     weights = masked.float() / t  # [N, B, L]
-    n = masked.shape[0]
-    o = completion_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, L]
-    x_t = torch.where(masked, torch.full_like(o, mask_token_id), o)  # [N, B, L]
-    q = prompt_ids.cpu().unsqueeze(0).expand(n, -1, -1)  # [N, B, P]
-    return NoisyViews(input_ids=torch.cat([q, x_t], dim=2), token_weights=weights, seed=int(seed))
+    return _views(prompt_ids, completion_ids, masked, weights, mask_token_id, seed)
 
 
 def views_log_ratio(
