@@ -59,15 +59,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from .functional import full_sequence, gather_logprobs, masked_sum
-from .interfaces import DiffusionModel
+from .interfaces import ComponentConfig, DiffusionModel
 from .records import PromptBatch
 from .trajectory import block_step_table, state_before_step
 
 __all__ = [
     "inner_step_seeds",
+    "MaskSeedConfig",
     # seeds and views
     "SEED_HIGH",
     "draw_mask_seeds",
@@ -138,6 +140,30 @@ def inner_step_seeds(generator: torch.Generator, inner_steps: int, *, random_mas
     if not random_masking:
         return [fixed_seed]
     return draw_mask_seeds(generator, max(1, inner_steps), high)
+
+
+class MaskSeedConfig(ComponentConfig):
+    """Config mixin of objectives that draw one mask seed per inner step (d1's ``random_masking``).
+
+    The three fields mean the same in every objective that masks with seeds (wd1, SPG, ESPO,
+    Coupled-GRPO; d1/diffu-GRPO, wd1, SPG, ESPO and DiffuCoder all use seed 42 and ``randint(0, 2**12)``).
+    Subclass it instead of ``ComponentConfig`` and call :meth:`inner_step_seeds` in ``prepare``.
+    """
+
+    random_masking: bool = Field(
+        True, description="A new mask seed per inner step (d1's random_masking); False always uses mask_seed."
+    )
+    mask_seed: int = Field(
+        42, description="The fixed mask seed when random_masking is False (d1, wd1, SPG, ESPO, DiffuCoder: 42)."
+    )
+    mask_seed_high: int = Field(
+        4096, ge=1, description="Seeds are drawn from [0, mask_seed_high) (the reference codes: 2**12)."
+    )
+
+    def inner_step_seeds(self, generator: torch.Generator, inner_steps: int) -> list[int]:
+        """:func:`inner_step_seeds` with this config's three fields (one seed per inner step, or the fixed one)."""
+        return inner_step_seeds(generator, inner_steps, random_masking=self.random_masking,
+                                fixed_seed=self.mask_seed, high=self.mask_seed_high)
 
 
 @dataclass(frozen=True)

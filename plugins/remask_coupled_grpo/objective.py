@@ -22,7 +22,7 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence, masked_mean, row_advantages
-from remask.likelihood import NoisyViews, coupled_views, inner_step_seeds, token_logprobs, views_to
+from remask.likelihood import MaskSeedConfig, NoisyViews, coupled_views, token_logprobs, views_to
 
 from .loss import coupled_grpo_loss
 
@@ -48,7 +48,7 @@ class CoupledGRPOObjective(remask.PolicyObjective):
 
     name = "coupled-grpo"
 
-    class Config(remask.ComponentConfig):
+    class Config(MaskSeedConfig):
         epsilon: float = Field(0.5, gt=0, description="ε_low: the ratio is clipped below at 1 − ε (DiffuCoder 0.5).")
         epsilon_high: float | None = Field(
             None, gt=0, description="ε_high: clip above at 1 + ε_high; None uses epsilon (DiffuCoder leaves it unset)."
@@ -65,13 +65,6 @@ class CoupledGRPOObjective(remask.PolicyObjective):
         pair_reduction: Literal["sum", "mean"] = Field(
             "sum", description="sum: ½·full + the pair's sum (the code; ≈1.5× a log-prob for a context-free model); "
             "mean: ½·full + the pair's mean."
-        )
-        random_masking: bool = Field(
-            True, description="A new mask seed per inner step (DiffuCoder random_masking: True); False uses mask_seed."
-        )
-        mask_seed: int = Field(42, description="The fixed mask seed when random_masking is False (DiffuCoder: 42).")
-        mask_seed_high: int = Field(
-            4096, ge=1, description="Seeds are drawn from [0, mask_seed_high) (DiffuCoder: randint(0, 4096))."
         )
         mask_index: Literal["inner-step", "micro-batch-counter"] = Field(
             "inner-step",
@@ -99,8 +92,7 @@ class CoupledGRPOObjective(remask.PolicyObjective):
         advantages = row_advantages(advantages, rollout.batch_size, objective="coupled-grpo",
                                     hint="use advantage: rloo (DiffuCoder's leave-one-out)")
         device = context.device
-        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
-                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
+        seeds = c.inner_step_seeds(context.generator, context.inner_steps)
         prompts = rollout.prompts
         completion_ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, completion_ids)  # [B, P+L]

@@ -20,7 +20,7 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence, row_advantages
-from remask.likelihood import NoisyViews, fixed_count_views, inner_step_seeds, token_logprobs, views_to
+from remask.likelihood import MaskSeedConfig, NoisyViews, fixed_count_views, token_logprobs, views_to
 
 from .loss import espo_loss
 
@@ -44,7 +44,7 @@ class ESPOObjective(remask.PolicyObjective):
 
     name = "espo"
 
-    class Config(remask.ComponentConfig):
+    class Config(MaskSeedConfig):
         epsilon: float = Field(0.2, gt=0, description="ε_low: the ratio is clipped below at 1 − ε (ESPO train.yaml 0.2).")
         epsilon_high: float | None = Field(
             None, gt=0, description="ε_high: clip above at 1 + ε_high; None uses epsilon (ESPO's default)."
@@ -69,9 +69,6 @@ class ESPOObjective(remask.PolicyObjective):
             "gen_length", description="L in ρ = exp(ΔE/L) and the KL mean: the generation length (ESPO) or each "
             "row's span length."
         )
-        random_masking: bool = Field(True, description="A new mask seed per inner step; False always uses mask_seed.")
-        mask_seed: int = Field(42, description="The fixed mask seed when random_masking is False.")
-        mask_seed_high: int = Field(4096, ge=1, description="Seeds are drawn from [0, mask_seed_high) (ESPO: 2**12).")
 
     @property
     def uses_reference(self) -> bool:  # type: ignore[override]
@@ -86,8 +83,7 @@ class ESPOObjective(remask.PolicyObjective):
         advantages = row_advantages(advantages, rollout.batch_size, objective="espo",
                                     hint="use advantage: rloo (ESPO's leave-one-out baseline)")
         device = context.device
-        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
-                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
+        seeds = c.inner_step_seeds(context.generator, context.inner_steps)
         prompts = rollout.prompts
         ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, ids)  # [B, P+L]

@@ -19,7 +19,7 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence, row_advantages
-from remask.likelihood import NoisyViews, inner_step_seeds, view_logprobs, views_to
+from remask.likelihood import MaskSeedConfig, NoisyViews, view_logprobs, views_to
 
 from .loss import NegativeBound, lower_bound, spg_loss, spg_sequence_logps
 from .masks import block_random_views
@@ -42,7 +42,7 @@ class SPGObjective(remask.PolicyObjective):
     name = "spg"
     uses_reference = False  # SPG supports no KL term (β = 0 in the reference code)
 
-    class Config(remask.ComponentConfig):
+    class Config(MaskSeedConfig):
         negative_bound: NegativeBound = Field(
             "mix", description="Ŝ for rows with A ≤ 0: 'eubo' (upper bound), 'mix' (w·EUBO + (1−w)·ELBO), "
             "'elbo' (lower bound, plain ELBO policy gradient) or 'zero' (no gradient from them)."
@@ -59,9 +59,6 @@ class SPGObjective(remask.PolicyObjective):
             0.15, ge=0, le=1, description="Probability of masking each clean context token (prompt and earlier "
             "blocks); 0 turns it off (reference use_mask_prompt with 0.15)."
         )
-        random_masking: bool = Field(True, description="A new mask seed per inner step; False always uses mask_seed.")
-        mask_seed: int = Field(42, description="The fixed mask seed when random_masking is False (reference: 42).")
-        mask_seed_high: int = Field(4096, ge=1, description="Seeds are drawn from [0, mask_seed_high) (reference: 2**12).")
 
     def prepare(self, *, rollout, advantages, selection, context) -> SPGState:
         c = self.config
@@ -74,8 +71,7 @@ class SPGObjective(remask.PolicyObjective):
                 f"least num_t = {c.num_t} blocks; set objective.block_length or objective.num_t"
             )
         device = context.device
-        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
-                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
+        seeds = c.inner_step_seeds(context.generator, context.inner_steps)
         prompts = rollout.prompts
         ids = rollout.completion_ids.to(device)
         _, attention = full_sequence(prompts, ids)

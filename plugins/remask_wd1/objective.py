@@ -21,7 +21,7 @@ from torch import Tensor
 import remask
 from remask.errors import RemaskError
 from remask.functional import full_sequence, masked_sum, row_advantages
-from remask.likelihood import NoisyViews, inner_step_seeds, one_step_views, token_logprobs, views_to
+from remask.likelihood import MaskSeedConfig, NoisyViews, one_step_views, token_logprobs, views_to
 
 from .loss import wd1_loss, wd1_weights
 
@@ -47,17 +47,10 @@ class WD1Objective(remask.PolicyObjective):
     requires_whole_groups = True  # the softmax runs over the G completions of a prompt
     uses_reference = False
 
-    class Config(remask.ComponentConfig):
+    class Config(MaskSeedConfig):
         p_mask_prompt: float = Field(
             0.15, ge=0, le=1, description="Probability of masking each prompt token in d1's one-step view "
             "(wd1 train.yaml 0.15)."
-        )
-        random_masking: bool = Field(
-            True, description="A new mask seed per inner step (wd1/d1 random_masking); False uses mask_seed."
-        )
-        mask_seed: int = Field(42, description="The fixed mask seed when random_masking is False (wd1 uses 42).")
-        mask_seed_high: int = Field(
-            4096, ge=1, description="Seeds are drawn from [0, mask_seed_high) (wd1's code: 2**12)."
         )
         softmax_over: Literal["group", "micro-batch"] = Field(
             "group",
@@ -73,8 +66,7 @@ class WD1Objective(remask.PolicyObjective):
         advantages = row_advantages(advantages, rollout.batch_size, objective="wd1",
                                     hint="use advantage: group-mean (wd1: r − group mean)")
         device = context.device
-        seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,
-                                 fixed_seed=c.mask_seed, high=c.mask_seed_high)
+        seeds = c.inner_step_seeds(context.generator, context.inner_steps)
         prompts = rollout.prompts
         completion_ids = rollout.completion_ids.to(device)  # [B, L]
         _, attention = full_sequence(prompts, completion_ids)  # [B, P+L]
