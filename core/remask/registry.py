@@ -63,8 +63,9 @@ class ComponentInfo:
 
     @property
     def summary(self) -> str:
+        """The docstring's first paragraph on one line (a first sentence may wrap)."""
         doc = inspect.getdoc(self.cls) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
 
     def as_dict(self) -> dict[str, str]:
         return {
