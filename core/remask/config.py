@@ -55,6 +55,7 @@ SECTION_KINDS: dict[str, str] = {
     "advantage": "advantage",
     "step_selector": "step_selector",
     "objective": "objective",
+    "data_filter": "data_filter",
 }
 
 
@@ -206,6 +207,7 @@ class PipelineConfig(BaseModel):
     advantage: ComponentSpec
     step_selector: ComponentSpec | None = None
     objective: ComponentSpec
+    data_filter: ComponentSpec | None = None
     train: TrainConfig
     eval: EvalConfig
     source: str = ""
@@ -213,7 +215,7 @@ class PipelineConfig(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The fully resolved config as plain data (written to every run directory)."""
         out: dict[str, Any] = {}
-        for section in ("model", "task", "sampler", "advantage", "step_selector", "objective"):
+        for section in ("model", "task", "sampler", "advantage", "step_selector", "objective", "data_filter"):
             spec = getattr(self, section)
             if spec is not None:
                 out[section] = spec.dump()
@@ -236,7 +238,8 @@ class PipelineConfig(BaseModel):
 # Parsing
 # ---------------------------------------------------------------------------------------------
 
-_TOP_LEVEL = ("model", "task", "sampler", "rewards", "advantage", "step_selector", "objective", "train", "eval")
+_TOP_LEVEL = ("model", "task", "sampler", "rewards", "advantage", "step_selector", "objective", "data_filter", "train",
+              "eval")
 _REQUIRED = ("model", "task", "sampler", "rewards", "advantage", "objective")
 
 
@@ -331,7 +334,7 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
         if key not in raw or raw[key] is None:
             problems.append(f"{key}: required section is missing")
     built: dict[str, Any] = {}
-    for section in ("model", "task", "sampler", "advantage", "objective", "step_selector"):
+    for section in ("model", "task", "sampler", "advantage", "objective", "step_selector", "data_filter"):
         if raw.get(section) is not None:
             built[section] = _parse_component(section, raw[section], reg, problems, [section])
     rewards_raw = raw.get("rewards")

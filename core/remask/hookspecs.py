@@ -57,6 +57,11 @@ def register_likelihood_estimators(register: Any) -> None:
 
 
 @hookspec
+def register_data_filters(register: Any) -> None:
+    """Register training-data filters (subclasses of ``remask.DataFilter``)."""
+
+
+@hookspec
 def after_rollout(rollout: Any, rewards: Any, step: int) -> None:
     """Called on every process after a rollout has been sampled and scored."""
 

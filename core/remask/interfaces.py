@@ -38,7 +38,9 @@ __all__ = [
     "PolicyObjective",
     "Task",
     "LikelihoodEstimator",
+    "DataFilter",
     "StepContext",
+    "DataFilterContext",
     "COMPONENT_KINDS",
 ]
 
@@ -323,6 +325,25 @@ class LikelihoodEstimator(Component):
         """One random draw of the estimate for every row. # [B]"""
 
 
+class DataFilter(Component):
+    """Chooses which training examples the engine draws prompts from (a curriculum or data selection).
+
+    The engine calls :meth:`select` before the first rollout, at the start of every later pass over
+    the kept examples, and every ``refresh_every_rollouts`` rollouts when the filter's config has
+    that field (> 0). Prompts are then drawn, shuffled per pass as usual, from the kept rows only;
+    the kept set is part of every checkpoint, so ``--resume`` does not decode again. Example: MDPO's
+    over-denoising selection (``over-denoising`` in ``remask_mdpo``).
+    """
+
+    @abstractmethod
+    def select(self, *, examples: Sequence[Example], context: DataFilterContext) -> Tensor:
+        """Which of ``examples`` (the task's whole train split) to train on. # [N] bool
+
+        Return at least one ``True``: a filter that can end up empty implements its own fallback
+        (and says so in its config); the engine refuses an empty selection with the filter named.
+        """
+
+
 # ---------------------------------------------------------------------------------------------
 # What the engine hands to estimators and objectives
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +381,25 @@ class StepContext:
         return self.policy.device
 
 
+@dataclass
+class DataFilterContext:
+    """Engine services available to a :class:`DataFilter` while it selects training examples.
+
+    ``prompt_batch(examples)`` renders, tokenises and left-pads examples for the policy exactly as
+    the training loop does (one row per example); ``score`` runs the pipeline's weighted rewards, as
+    in :class:`StepContext`. ``generator`` is a CPU stream seeded from ``train.seed`` and the global
+    step of the refresh, so a resumed run draws the same. The engine calls ``select`` under
+    ``torch.no_grad()`` with the policy in eval mode.
+    """
+
+    policy: DiffusionModel  # the model being trained, in eval mode
+    score: Callable[[PromptBatch, Sequence[str]], Rewards]  # weighted rewards of arbitrary texts
+    prompt_batch: Callable[[Sequence[Example]], PromptBatch]  # examples -> left-padded prompts, one row each
+    generator: torch.Generator  # CPU, seeded per refresh
+    global_step: int = 0  # optimizer steps done before this refresh
+    epoch: int = 0  # passes over the kept examples started so far
+
+
 #: kind name (as used in configs, the registry and ``remask plugins``) -> interface class
 COMPONENT_KINDS: dict[str, type[Component]] = {
     "model": DiffusionModel,
@@ -370,4 +410,5 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "objective": PolicyObjective,
     "task": Task,
     "likelihood": LikelihoodEstimator,
+    "data_filter": DataFilter,
 }

@@ -45,6 +45,7 @@ HOOK_FOR_KIND: dict[str, str] = {
     "step_selector": "register_step_selectors",
     "task": "register_tasks",
     "likelihood": "register_likelihood_estimators",
+    "data_filter": "register_data_filters",
 }
 
 C = TypeVar("C", bound=Component)

@@ -24,6 +24,8 @@ from .interfaces import (
     AdvantageEstimator,
     Component,
     ComponentConfig,
+    DataFilter,
+    DataFilterContext,
     DiffusionModel,
     LikelihoodEstimator,
     ModelOutput,
@@ -46,6 +48,7 @@ __all__ = [
     "fake_prompts",
     "fake_rollout",
     "fake_context",
+    "fake_data_filter_context",
     "registered_plugin",
     "check_component",
     "HOSTILE_COMPLETIONS",
@@ -258,6 +261,23 @@ def fake_context(model: DiffusionModel | None = None, reward: RewardModel | None
                        generator=torch.Generator().manual_seed(seed), score=score)
 
 
+def fake_data_filter_context(model: DiffusionModel | None = None, reward: RewardModel | None = None,
+                             seed: int = 0) -> DataFilterContext:
+    """A :class:`DataFilterContext` over fakes: examples become :func:`fake_prompts` rows (one each)."""
+    policy = model or FakeModel()
+    scorer = reward or FakeReward()
+
+    def score(prompts: PromptBatch, texts: Sequence[str]) -> Rewards:
+        return scorer.score(prompts=prompts.texts, completions=list(texts), references=prompts.references)
+
+    def prompt_batch(examples: Sequence[Example]) -> PromptBatch:
+        return fake_prompts([e.prompt for e in examples], group_size=1,
+                            answers=[str(e.reference.get("answer", "")) for e in examples])
+
+    return DataFilterContext(policy=policy, score=score, prompt_batch=prompt_batch,
+                             generator=torch.Generator().manual_seed(seed))
+
+
 @contextlib.contextmanager
 def registered_plugin(plugin: Any, name: str = "test-plugin", registry: Registry | None = None,
                       distribution: str = "test-dist", version: str = "0.0") -> Iterator[Registry]:
@@ -366,6 +386,14 @@ def check_component(cls: type[Component], config: ComponentConfig | None = None,
         elif est.abs().max() > 1e-4:
             problems.append("log_ratio of a model against itself must be 0")
         del ctx
+    elif isinstance(inst, DataFilter):
+        examples = list(FakeTask(FakeTask.Config(size=4)).examples("train"))
+        keep = torch.as_tensor(inst.select(examples=examples, context=fake_data_filter_context(fake)))
+        if keep.shape != (len(examples),) or keep.dtype != torch.bool:
+            problems.append(f"select must return one bool per example ([{len(examples)}] bool), got "
+                            f"{tuple(keep.shape)} {keep.dtype}")
+        elif not bool(keep.any()):
+            problems.append("select kept no example (a filter must fall back to something it can train on)")
     elif isinstance(inst, Task):
         for split in inst.splits[:2]:
             rows = inst.examples(split)
@@ -383,7 +411,7 @@ class _InlinePlugin:
         "model": "register_models", "sampler": "register_samplers", "reward": "register_rewards",
         "step_selector": "register_step_selectors", "advantage": "register_advantage_estimators",
         "objective": "register_objectives", "task": "register_tasks",
-        "likelihood": "register_likelihood_estimators",
+        "likelihood": "register_likelihood_estimators", "data_filter": "register_data_filters",
     }
 
 

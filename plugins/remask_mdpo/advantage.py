@@ -25,7 +25,7 @@ from remask.errors import RemaskError
 
 from .recompute import greedy_step_predictions
 
-__all__ = ["MDPOStepwiseAdvantage", "step_scores", "stepwise_advantages"]
+__all__ = ["MDPOStepwiseAdvantage", "score_step_predictions", "step_scores", "stepwise_advantages"]
 
 
 def step_scores(step_rewards: Tensor) -> Tensor:
@@ -74,35 +74,39 @@ class MDPOStepwiseAdvantage(remask.AdvantageEstimator):
                 raise RemaskError("advantage mdpo-stepwise: rows without a recorded unmask_step; cannot rebuild x_t")
             steps = torch.arange(max(1, rollout.num_steps)).unsqueeze(0).expand(rollout.batch_size, -1)  # [B, T]
             preds = greedy_step_predictions(context.policy, rollout, steps)[1]
-        step_r = self._score_steps(rollout, preds, final, context)
+        step_r = score_step_predictions(context.policy, rollout.prompts, preds, final, context.score)
         over = ((step_r[:, :-1] >= 1).any(-1) & (step_r[:, -1] < 1)).float()  # some intermediate right, final wrong
         context.extras["mdpo/over_denoising_rate"] = float(over.mean())
         context.extras["mdpo/step_reward_mean"] = float(step_r.mean())
         context.extras["mdpo/final_reward"] = float(step_r[:, -1].mean())
         return stepwise_advantages(step_r, g)
 
-    @staticmethod
-    def _score_steps(rollout: remask.Rollout, preds: Tensor, final: Tensor, context: remask.StepContext) -> Tensor:
-        """``R [B, T]``: every distinct decoded ``x̂0_t`` of a row is scored once (one batched reward call)."""
-        b, t, _ = preds.shape
-        model = context.policy
-        eos = model.eos_token_id
-        flat = preds[:, : t - 1].reshape(b * (t - 1), -1).long()  # [B(T−1), L]
-        is_eos = flat == eos
-        keep = (torch.cumsum(is_eos.long(), -1) - is_eos.long()) == 0  # through the first EOS
-        texts = model.decode(flat, keep) if flat.numel() else []
-        step_r = torch.empty(b, t, dtype=torch.float32)
-        step_r[:, t - 1] = final.cpu()
-        unique: dict[tuple[int, str], int] = {}
-        rows, outs = [], []
+
+def score_step_predictions(model: remask.DiffusionModel, prompts: remask.PromptBatch, preds: Tensor, final: Tensor,
+                           score) -> Tensor:
+    """``R [B, T]``: the weighted reward of every decoded one-step prediction ``x̂0_t`` (``preds [B, T, L]``).
+
+    ``t = T−1`` is ``final [B]`` (the last step commits every mask, so ``x̂0_{T−1} = o``). Every distinct
+    text of a row is scored once, all in one ``score(prompts, texts)`` call (``StepContext.score``).
+    """
+    b, t, _ = preds.shape
+    eos = model.eos_token_id
+    flat = preds[:, : t - 1].reshape(b * (t - 1), -1).long()  # [B(T−1), L]
+    is_eos = flat == eos
+    keep = (torch.cumsum(is_eos.long(), -1) - is_eos.long()) == 0  # through the first EOS
+    texts = model.decode(flat, keep) if flat.numel() else []
+    step_r = torch.empty(b, t, dtype=torch.float32)
+    step_r[:, t - 1] = final.float().cpu()
+    unique: dict[tuple[int, str], int] = {}
+    rows, outs = [], []
+    for i, text in enumerate(texts):
+        key = (i // (t - 1), text)
+        if key not in unique:
+            unique[key] = len(rows)
+            rows.append(key[0])
+            outs.append(text)
+    if rows:
+        scored = score(remask.take(prompts, rows), outs).total.float().nan_to_num(0.0).cpu()
         for i, text in enumerate(texts):
-            key = (i // (t - 1), text)
-            if key not in unique:
-                unique[key] = len(rows)
-                rows.append(key[0])
-                outs.append(text)
-        if rows:
-            scored = context.score(remask.take(rollout.prompts, rows), outs).total.float().nan_to_num(0.0).cpu()
-            for i, text in enumerate(texts):
-                step_r[i // (t - 1), i % (t - 1)] = scored[unique[(i // (t - 1), text)]]
-        return step_r.to(final.device)
+            step_r[i // (t - 1), i % (t - 1)] = scored[unique[(i // (t - 1), text)]]
+    return step_r.to(final.device)

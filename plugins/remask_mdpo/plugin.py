@@ -1,4 +1,5 @@
-"""Entry point of the remask_mdpo plugin: sampler ``mdpo``, advantage ``mdpo-stepwise``, objective ``mdpo``.
+"""Entry point of the remask_mdpo plugin: sampler ``mdpo``, advantage ``mdpo-stepwise``, objective ``mdpo``,
+data filter ``over-denoising``.
 
 MDPO (arXiv 2508.13148; autonomousvision/mdpo @ e6ae439) composes its own sampler (MaskGIT schedule,
 categorical proposals, one-step predictions and confidences recorded at every step, optional Running
@@ -12,6 +13,7 @@ import remask
 
 from .advantage import MDPOStepwiseAdvantage
 from .objective import MDPOObjective
+from .over_denoising import OverDenoisingFilter
 from .sampler import MDPOSampler
 
 
@@ -28,3 +30,8 @@ def register_advantage_estimators(register):
 @remask.hookimpl
 def register_objectives(register):
     register(MDPOObjective)
+
+
+@remask.hookimpl
+def register_data_filters(register):
+    register(OverDenoisingFilter)

@@ -19,6 +19,13 @@ Without RCR, the ``k_s`` highest-scored masked positions of the block are commit
 masked position before the block end is committed (``ĉ_i ←`` its score) and then, unless ``s`` is the
 block's last step, the ``Σ_{s'>s} k_{s'}`` positions with the lowest ``ĉ`` over the whole sequence
 (``ĉ = 0``, never committed, counts as 1) are masked again.
+
+``mixture`` (the reference's ``mixture_data``, ``mdpo_trainer.py:766-767``): each prompt draws its
+``(steps, block_length)`` from a configured set (one draw per prompt from the sampling stream, shared by
+its G completions); the rows of each setting are decoded together and put back in order. A rollout has
+one number of steps ``T``, so every pair must have the same ``steps``. ``Rollout.block_length`` is then
+the smallest drawn block length and ``rollout.sampler["row_block_lengths"]`` holds each row's; MDPO's
+advantage and objective never read it, but objectives that do (dTRPO) must not be given a mixture.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from remask.errors import RemaskError
 
 from .schedule import transfer_counts
 
-__all__ = ["MDPOSampler", "filter_logits"]
+__all__ = ["MDPOSampler", "filter_logits", "check_decode_setting"]
 
 
 def filter_logits(logits: Tensor, top_p: float | None, top_k: int | None) -> Tensor:
@@ -51,6 +58,16 @@ def filter_logits(logits: Tensor, top_p: float | None, top_k: int | None) -> Ten
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, low)
     return logits
+
+
+def check_decode_setting(gen_length: int, steps: int, block_length: int) -> str | None:
+    """Why ``(steps, block_length)`` cannot decode ``gen_length`` positions (None if it can; trap M8)."""
+    if gen_length % block_length:
+        return f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})"
+    n_blocks = gen_length // block_length
+    if steps % n_blocks:
+        return f"steps ({steps}) must be a multiple of the number of blocks ({n_blocks})"
+    return None
 
 
 def _stable_top(score: Tensor, k: int, largest: bool) -> Tensor:
@@ -88,14 +105,23 @@ class MDPOSampler(remask.Sampler):
             True, description="Never propose the mask token (the reference does not exclude it; a proposal equal to M "
             "would leave a position uncommitted at the end)."
         )
+        mixture: list[tuple[int, int]] | None = Field(
+            None, min_length=1, description="mixture_data: each prompt draws its (steps, block_length) from these pairs "
+            "(uniformly, shared by its G completions); steps and block_length above are then unused. All pairs need "
+            "the same steps. Reference training: [[steps, 128], [steps, 512]]. None: one setting for every row."
+        )
 
         @model_validator(mode="after")
         def _blocks_divide(self) -> Any:
-            if self.gen_length % self.block_length:
-                raise ValueError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
-            n_blocks = self.gen_length // self.block_length
-            if self.steps % n_blocks:
-                raise ValueError(f"steps ({self.steps}) must be a multiple of the number of blocks ({n_blocks})")
+            for steps, block in self.mixture or [(self.steps, self.block_length)]:
+                if steps < 1 or block < 1:
+                    raise ValueError(f"(steps, block_length) = ({steps}, {block}) must both be positive")
+                problem = check_decode_setting(self.gen_length, steps, block)
+                if problem:
+                    raise ValueError(problem if not self.mixture else f"mixture pair ({steps}, {block}): {problem}")
+            if self.mixture and len({s for s, _ in self.mixture}) > 1:
+                raise ValueError(f"mixture: every pair needs the same steps (a rollout has one T); got "
+                                 f"{sorted({s for s, _ in self.mixture})}")
             return self
 
     def _propose(self, logits: Tensor, masked: Tensor, generator: torch.Generator, mask_id: int
@@ -137,10 +163,53 @@ class MDPOSampler(remask.Sampler):
             module.eval()
         try:
             with torch.no_grad():
+                if self.config.mixture:
+                    return self._sample_mixture(model, prompts, generator)
                 return self._sample(model, prompts, generator)
         finally:
             if was_training:
                 module.train(True)
+
+    def _sample_mixture(self, model: remask.DiffusionModel, prompts: remask.PromptBatch,
+                        generator: torch.Generator) -> remask.Rollout:
+        """Each prompt's rows decoded with the (steps, block_length) pair its group drew; rows in input order."""
+        c = self.config
+        groups = prompts.group_ids.cpu()  # [B]
+        first = torch.unique_consecutive(groups)  # [n] one entry per prompt, in order
+        drawn = torch.randint(len(c.mixture), (first.numel(),), generator=generator)  # [n]
+        choice = torch.empty_like(groups)  # [B] pair index of each row
+        for g, k in zip(first.tolist(), drawn.tolist()):
+            choice[groups == g] = k
+        parts: list[tuple[Tensor, remask.Rollout]] = []
+        for k in sorted(set(drawn.tolist())):
+            rows = (choice == k).nonzero().flatten()  # [b_k]
+            steps, block = c.mixture[k]
+            part = MDPOSampler(c.model_copy(update={"mixture": None, "steps": steps, "block_length": block}))
+            parts.append((rows, part._sample(model, remask.take(prompts, rows), generator)))
+        order = torch.cat([rows for rows, _ in parts]).argsort()  # position of each input row in the concatenation
+
+        def cat(field: str) -> Tensor | None:
+            values = [getattr(r, field) for _, r in parts]
+            if values[0] is None:
+                return None
+            return torch.cat([v.to(values[0].device) for v in values])[order.to(values[0].device)]
+
+        texts = [t for _, r in parts for t in r.texts]
+        return remask.Rollout(
+            prompts=prompts,
+            completion_ids=cat("completion_ids"),
+            completion_mask=cat("completion_mask"),
+            unmask_step=cat("unmask_step"),
+            block_length=min(c.mixture[k][1] for k in drawn.tolist()),  # the rows differ: see the class docs
+            num_steps=c.mixture[0][0],
+            texts=tuple(texts[i] for i in order.tolist()),
+            nfe=sum(r.nfe for _, r in parts),
+            step_pred_ids=cat("step_pred_ids"),  # [B, T, L]
+            step_confidence=cat("step_confidence"),  # [B, T, L]
+            step_state_ids=cat("step_state_ids"),  # [B, T, L] or None
+            sampler={"name": self.name, **c.model_dump(mode="json"),
+                     "row_block_lengths": tuple(c.mixture[k][1] for k in choice.tolist())},  # [B], sliced by take()
+        )
 
     def _sample(self, model: remask.DiffusionModel, prompts: remask.PromptBatch, generator: torch.Generator) -> remask.Rollout:
         c = self.config

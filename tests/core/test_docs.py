@@ -74,7 +74,7 @@ def test_every_config_field_has_a_description():
     assert missing == []
 
 
-ALGORITHMIC_KINDS = ("step_selector", "advantage", "objective", "likelihood")
+ALGORITHMIC_KINDS = ("step_selector", "advantage", "objective", "likelihood", "data_filter")
 
 
 @pytest.mark.parametrize(

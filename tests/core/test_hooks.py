@@ -93,7 +93,7 @@ def test_registration_hooks_each_register_their_kind():
     assert set(HOOK_FOR_KIND.values()) == {
         "register_models", "register_samplers", "register_rewards", "register_tasks",
         "register_objectives", "register_advantage_estimators", "register_step_selectors",
-        "register_likelihood_estimators",
+        "register_likelihood_estimators", "register_data_filters",
     }
 
 

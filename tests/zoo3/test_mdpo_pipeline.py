@@ -15,6 +15,7 @@ from remask.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tiny-arith-mdpo.yaml"
+EXAMPLE_OD = ROOT / "examples" / "tiny-arith-mdpo-od.yaml"
 
 SHORT = {
     "train.max_steps": 2,  # 2 rollouts x 1 inner step
@@ -30,7 +31,8 @@ SHORT = {
 }
 
 
-@pytest.mark.parametrize(("kind", "name"), [("objective", "mdpo"), ("sampler", "mdpo"), ("advantage", "mdpo-stepwise")])
+@pytest.mark.parametrize(("kind", "name"), [("objective", "mdpo"), ("sampler", "mdpo"), ("advantage", "mdpo-stepwise"),
+                                           ("data_filter", "over-denoising")])
 def test_registered_by_its_own_plugin(kind, name):
     comp = next(c for c in get_registry().components() if c.kind == kind and c.name == name)
     assert comp.distribution == "remask"
@@ -59,6 +61,44 @@ def test_example_trains_two_rollouts(tmp_path, rcr):
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert len(losses) == 2 and all(abs(v) < 1e6 for v in losses)
     assert "train/mdpo/over_denoising_rate" in rows[-1] and "train/mdpo/kl" in rows[-1]
+
+
+def test_over_denoising_example_validates():
+    cfg = load_config(EXAMPLE_OD)
+    assert cfg.data_filter.name == "over-denoising" and cfg.data_filter.params.mixture == [(4, 1), (4, 4)]
+    assert cfg.sampler.params.mixture == [(4, 2), (4, 4)]  # training pairs differ from selection pairs (M8)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_over_denoising_example_trains_two_rollouts_on_the_kept_prompts(tmp_path):
+    from remask import hookimpl
+    from remask.engine import train
+
+    cfg = load_config(EXAMPLE_OD, {**SHORT, "train.output_dir": str(tmp_path / "run")})
+    cls = get_registry().get("model", "tiny")
+    try:
+        cls(cls.Config(**cfg.model.params.model_dump()))
+    except RemaskError as exc:
+        pytest.skip(f"the shipped tiny model is not available: {exc}")
+
+    class Recorder:
+        ids: list[str] = []
+
+        @hookimpl
+        def after_rollout(self, rollout, rewards, step):
+            Recorder.ids.extend(rollout.prompts.example_ids)
+
+    get_registry().register_plugin(Recorder(), name="od-recorder")
+    try:
+        train(cfg)
+    finally:
+        get_registry().unregister_plugin("od-recorder")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    kept, candidates = rows[-1]["data/kept"], rows[-1]["data/candidates"]
+    assert candidates == 2000 and 16 <= kept < candidates  # a real selection, not the fallback
+    assert rows[0]["data/filter_forward_passes"] > 0 and "data/filter_forward_passes" not in rows[-1]
+    assert len(Recorder.ids) == 2 * 2 * 2 and len([r for r in rows if "train/loss" in r]) == 2
 
 
 @pytest.mark.slow

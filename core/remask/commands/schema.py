@@ -94,7 +94,7 @@ def config_reference(builtin_only: bool = False) -> str:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", nargs="?", help="component kind: model, task, sampler, reward, advantage, step_selector, objective")
+    p.add_argument("kind", nargs="?", help="component kind: model, task, sampler, reward, advantage, step_selector, objective, data_filter")
     p.add_argument("name", nargs="?", help="component name")
     p.add_argument("--markdown", action="store_true", help="print the whole config reference as markdown")
     p.add_argument("--builtin-only", action="store_true", help="with --markdown: only components shipped with remask")

@@ -446,7 +446,7 @@ class Engine:
         return {
             "global_step": self.global_step,
             "max_steps": t.max_steps,
-            "epoch": self.data.epoch + self.data.offset / self.data.n,
+            "epoch": self.data.position,
             "logging_steps": t.logging_steps,
             "save_steps": t.save_steps,
             "eval_steps": self.config.eval.every_steps,

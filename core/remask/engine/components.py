@@ -17,6 +17,7 @@ from ..errors import RemaskError
 from ..interfaces import (
     AdvantageEstimator,
     ComponentConfig,
+    DataFilter,
     DiffusionModel,
     ModelOutput,
     PolicyObjective,
@@ -57,6 +58,7 @@ class Pipeline:
     advantage: AdvantageEstimator
     step_selector: StepSelector | None
     objective: PolicyObjective
+    data_filter: DataFilter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -78,6 +80,7 @@ def build_pipeline(config: PipelineConfig, registry: Registry | None = None) -> 
         advantage=build_component("advantage", config.advantage, reg),
         step_selector=build_component("step_selector", config.step_selector, reg) if config.step_selector else None,
         objective=build_component("objective", config.objective, reg),
+        data_filter=build_component("data_filter", config.data_filter, reg) if config.data_filter else None,
     )
 
 

@@ -28,7 +28,7 @@ import torch
 
 from ..config import PipelineConfig
 from ..errors import ConfigError, RemaskError
-from ..interfaces import StepContext
+from ..interfaces import DataFilterContext, StepContext
 from ..records import take
 from ..registry import Registry
 from . import checkpoint as ckpt
@@ -43,6 +43,7 @@ from .components import (
     sync_reference,
 )
 from .data import build_prompt_batch
+from .rng import stream_seed
 from .optim import build_optimizer, build_scheduler, lr_factor
 from .reporting import completion_metrics, reward_metrics
 
@@ -86,6 +87,14 @@ class Trainer(Engine):
         self.ctx = StepContext(policy=self.model, reference=self.reference, generator=self.rng.likelihood,
                                score=self.scorer, global_step=0, inner_steps=t.inner_steps, group_size=t.group_size)
         self._resume_if_asked()
+        self.data_filter_metrics: dict[str, float] = {}
+        if p.data_filter is not None:
+            if self.store is not None:
+                raise ConfigError([f"{cfg.source or '<config>'}: data_filter: offline rollouts fix the prompts; "
+                                   "drop data_filter or train.offline_rollouts"])
+            self.data.before_epoch = lambda epoch: self._refresh_data()
+            if self.data.subset is None:  # not restored from a checkpoint
+                self._refresh_data()
         self._start_reporting({"objective": cfg.objective.name, "lora": self.lora,
                                "reference": None if self.reference is None else
                                ("adapter disabled" if self.reference.uses_disabled_adapter else "frozen copy")})
@@ -124,10 +133,42 @@ class Trainer(Engine):
         if ref_file.is_file() and self.reference is not None and not self.reference.uses_disabled_adapter:
             ckpt.load_module_state(self.reference.base.module, ref_file)
 
+    def _refresh_data(self) -> None:
+        """Ask the pipeline's data filter which training examples to draw prompts from (every
+        process decodes all of them; the kept rows are checkpointed with the data position)."""
+        f = self.pipeline.data_filter
+        t = self.train_cfg
+        self.model.module.eval()
+        nfe0 = self.model.nfe
+        context = DataFilterContext(
+            policy=self.model, score=self.scorer, global_step=self.global_step, epoch=self.data.epoch,
+            prompt_batch=lambda examples: build_prompt_batch(self.model, examples, group_size=1, device=self.device),
+            generator=torch.Generator().manual_seed(stream_seed(t.seed, "data_filter", self.global_step)))
+        with self.timer("data_filter"), torch.no_grad(), self.accelerator.autocast():
+            keep = torch.as_tensor(f.select(examples=self.examples, context=context)).reshape(-1).bool().cpu()
+        if keep.numel() != len(self.examples):
+            raise RemaskError(f"data_filter {f.name!r} returned {keep.numel()} flags for {len(self.examples)} "
+                              "training examples")
+        rows = keep.nonzero().flatten().tolist()
+        if not rows:
+            raise RemaskError(f"data_filter {f.name!r} kept none of the {len(self.examples)} training examples; "
+                              "relax it or give it a fallback")
+        self.data.restrict(rows)
+        nfe = self.model.nfe - nfe0
+        self.forward_passes_done += nfe  # counts toward train.max_forward_passes
+        self.data_filter_metrics = {"data/kept": float(len(rows)), "data/candidates": float(len(self.examples)),
+                                    "data/filter_forward_passes": float(nfe)}
+        if self.is_main:
+            log.info("data_filter %s at step %d: training on %d of %d examples (%d forward passes)",
+                     f.name, self.global_step, len(rows), len(self.examples), nfe)
+
     # one rollout and its μ updates
     def _next_prompts(self):
         t = self.train_cfg
         per = t.prompts_per_step // self.world
+        every = int(getattr(getattr(self.pipeline.data_filter, "config", None), "refresh_every_rollouts", 0) or 0)
+        if every and self.rollouts_done and self.rollouts_done % every == 0 and self.store is None:
+            self._refresh_data()
         if self.store is not None:
             shards = self.store.shards()
             rollout, stored = self.store.read(shards[self.rollouts_done % len(shards)], device=self.device)
@@ -254,7 +295,9 @@ class Trainer(Engine):
         metrics.update(self._per_rank_seconds({"rollout": self.timer.last.get("sample", 0.0),
                                                "reward": self.timer.last.get("reward", 0.0)}))
         metrics["train/learning_rate"] = lr_used
-        metrics["train/epoch"] = self.data.epoch + self.data.offset / self.data.n
+        metrics["train/epoch"] = self.data.position
+        metrics.update(self.data_filter_metrics)
+        self.data_filter_metrics.pop("data/filter_forward_passes", None)  # reported in the round it happened
         metrics["train/skipped_steps"] = float(self.skipped_steps)
         metrics["train/reward_errors"] = float(len(reward_errors))
         progress.set_postfix(reward=f"{metrics['train/reward']:.3f}", loss=f"{metrics['train/loss']:.4f}")
