@@ -127,6 +127,20 @@ def test_resume_restores_the_kept_rows_without_selecting_again(make_config, keep
     assert [c[1] for c in KeepRows.calls] == [2]  # only the pass that starts in rollout 4
 
 
+def test_resuming_without_the_filter_trains_on_every_row_again(make_config, keep_rows, fakes, caplog):
+    section = {"data_filter": {"name": "test-keep-rows", "keep": [2, 5, 7]}}
+    train(make_config("part", sections=section, max_steps=2, inner_steps=1, save_steps=2))
+    rec = PromptRecorder()
+    fakes.register_plugin(rec, name="prompt-recorder")
+    try:
+        with caplog.at_level("WARNING", logger="remask.engine"):
+            train(make_config("part", max_steps=12, inner_steps=1), resume="latest")
+    finally:
+        fakes.unregister_plugin("prompt-recorder")
+    assert "holds 3 rows kept by a data filter that this config no longer has" in caplog.text
+    assert len({i for ids in rec.ids for i in ids}) > 3  # the whole split again
+
+
 def test_refresh_every_rollouts(make_config, keep_rows):
     train(make_config(sections={"data_filter": {"name": "test-keep-rows", "keep": list(range(20)),
                                                 "refresh_every_rollouts": 1}}, max_steps=3, inner_steps=1))
