@@ -160,10 +160,11 @@ def api_reference() -> str:
     lines += _function_section("take", records.take, "###")
     lines += ["## What the engine hands to components", ""]
     lines += _record_section(interfaces.StepContext)
+    lines += _record_section(interfaces.DataFilterContext)
     lines += ["## Interfaces (`remask.interfaces`)", "", _doc(interfaces), ""]
     lines += _record_section(interfaces.ModelOutput)
     for name in ("Component", "DiffusionModel", "Sampler", "RewardModel", "StepSelector", "AdvantageEstimator",
-                 "PolicyObjective", "LikelihoodEstimator", "Task"):
+                 "PolicyObjective", "LikelihoodEstimator", "Task", "DataFilter"):
         lines += _interface_section(getattr(interfaces, name))
     lines += _module_section(trajectory, "rebuilding sampler states")
     lines += _module_section(functional, "small pure tensor functions")
