@@ -15,14 +15,19 @@ one bare full pass, each later pass as one bare pass of the same batch under the
 (both through the samplers' own ``BlockForward``), so 1.00 means the sampler costs nothing beyond its
 forward passes. On a shared machine that end-to-end ratio swings by ±10 %, so each sampler is also
 timed with the forward pass replaced by replayed logits (its own per-step work alone, as in
-``sampler_overhead.py``), and ``1 + own work / mean bare pass`` is reported beside it. Times are
-process CPU seconds (``time.process_time``: other jobs on a shared machine do not inflate them) on
-CPU and synchronised wall time on CUDA. Prints a markdown table.
+``sampler_overhead.py``), and ``1 + own work / mean bare pass`` is reported beside it. The real run
+also clocks every pass inside the decoding loop, so the end-to-end ratio splits into "passes in the
+loop / Σ bare passes" (is the model slower inside the loop than alone?) and the sampler's own work
+per step measured in the loop. Every time is the median of ``--repeats`` runs (one warm-up rollout
+first). Times are process CPU seconds (``time.process_time``: other jobs on a shared machine do not
+inflate them) on CPU and synchronised wall time on CUDA. Prints the thread count and the load
+average, and a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -130,15 +135,42 @@ def bare_pass_seconds(model: DiffusionModel, prompts: PromptBatch, gen_length: i
     return statistics.median(full[1:]), statistics.median(later[1:])
 
 
-def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repeats: int) -> tuple[float, Any]:
+class PassClock:
+    """Times every ``BlockForward`` call (one model pass) while installed: the seconds the decoding
+    loop spent inside the model, so that the rest of a rollout's time is the sampler's own work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds, self._call = device, 0.0, BlockForward.__call__
+
+    def __enter__(self) -> "PassClock":
+        call, timer = self._call, self
+
+        def timed(passes: BlockForward, x: torch.Tensor) -> torch.Tensor:
+            t = clock(timer.device)
+            out = call(passes, x)
+            timer.seconds += clock(timer.device) - t
+            return out
+
+        BlockForward.__call__ = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        BlockForward.__call__ = self._call  # type: ignore[method-assign]
+
+
+def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repeats: int) -> tuple[float, float, Any]:
+    """(median rollout seconds, median seconds inside model passes, last rollout) over ``repeats``
+    runs after one warm-up run."""
     device = model.device
     sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))  # warm-up
-    times, rollout = [], None
+    times, inside, rollout = [], [], None
     for r in range(repeats):
-        t = clock(device)
-        rollout = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(r))
-        times.append(clock(device) - t)
-    return statistics.median(times), rollout
+        with PassClock(device) as passes:
+            t = clock(device)
+            rollout = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(r))
+            times.append(clock(device) - t)
+        inside.append(passes.seconds)
+    return statistics.median(times), statistics.median(inside), rollout
 
 
 def cases(gen_length: int, block_length: int, steps: int, temperature: float,
@@ -191,7 +223,7 @@ def main() -> None:
     ap.add_argument("--block-length", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None, help="default: gen-length (one token per step)")
     ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (median) after one warm-up")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per case (median) after one warm-up")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--thresholds", default="0.9",
@@ -218,15 +250,17 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.module.parameters())
     print(f"{what}, {n_params / 1e6:.1f} M parameters, device {args.device}, {torch.get_num_threads()} thread(s), "
           f"{platform.processor() or platform.machine()}; batch {prompts.batch_size}, prompt {prompts.prompt_length}, "
-          f"L {args.gen_length}, block {args.block_length}, steps {steps}, temperature {args.temperature}")
+          f"L {args.gen_length}, block {args.block_length}, steps {steps}, temperature {args.temperature}; "
+          f"median of {args.repeats} run(s); load average {os.getloadavg()[0]:.1f} at the start")
     bare = {pol: bare_pass_seconds(model, prompts, args.gen_length, args.block_length, pol, 3)
             for pol in ("none", "prefix", "dual")}
     print("bare passes (ms): full " + f"{bare['none'][0] * 1e3:.1f}" + "".join(
         f", {pol}-cached {bare[pol][1] * 1e3:.1f}" for pol in ("prefix", "dual")))
     print()
     head = ("| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / Σ bare passes | "
-            "own work per step (ms) | 1 + own work / mean bare pass |")
-    rule = "|---|---:|---:|---:|---:|---:|---:|"
+            "passes in loop / Σ bare passes | own work per step in loop (ms) | "
+            "own work per step, replayed (ms) | 1 + own work (replayed) / mean bare pass |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     digits = None
     if task is not None:
         head, rule = head + " greedy accuracy |", rule + "---:|"
@@ -246,18 +280,19 @@ def main() -> None:
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature, thresholds):
         sampler = cls(cls.Config(**cfg))
-        seconds, rollout = time_rollout(sampler, model, prompts, args.repeats)
+        seconds, inside, rollout = time_rollout(sampler, model, prompts, args.repeats)
         full, later = bare[cfg["cache"]]
         n_full = rollout.nfe if cfg["cache"] == "none" else n_blocks
         expected = n_full * full + (rollout.nfe - n_full) * later
         base = base or seconds
         model.forward = LogitsReplay(model, replay_logits)  # instance attribute shadows the method
         try:
-            own, own_rollout = time_rollout(sampler, model, prompts, args.repeats)
+            own, _, own_rollout = time_rollout(sampler, model, prompts, args.repeats)
         finally:
             del model.forward
         per_step = own / own_rollout.nfe
         row = (f"| {label} | {rollout.nfe} | {seconds:.2f} | {base / seconds:.2f}× | {seconds / expected:.3f} | "
+               f"{inside / expected:.3f} | {(seconds - inside) / rollout.nfe * 1e3:.1f} | "
                f"{per_step * 1e3:.1f} | {1 + per_step / (expected / rollout.nfe):.3f} |")
         if task is not None:
             acc = statistics.mean(float(task.is_correct(t, r)) for t, r in zip(rollout.texts, prompts.references))

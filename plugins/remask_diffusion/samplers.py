@@ -23,6 +23,7 @@ from remask.errors import RemaskError
 from .block_cache import BlockForward, CachePolicy
 from .sampling import (
     Proposals,
+    RowWorkspace,
     StepRecorder,
     completion_mask_through_eos,
     draw_uniform,
@@ -153,12 +154,13 @@ def _check_prompts(prompts: PromptBatch, model: DiffusionModel) -> None:
 
 
 def _propose_block(c: Any, model: DiffusionModel, logits: Tensor, x: Tensor, lo: int, hi: int,
-                   generator: torch.Generator) -> tuple[Proposals, Tensor]:
+                   generator: torch.Generator, workspace: RowWorkspace) -> tuple[Proposals, Tensor]:
     """Proposals for the block ``x[:, lo:hi]`` and the confidence that ranks them. ``([B, Bl]..., [B, Bl])``
 
     ``noise: llada`` draws its float64 uniforms with upstream's shape ``[B, P+L, V]`` (LLaDA
     ``generate`` draws noise for the whole sequence every step) so that the stream matches.
-    ``ties: upstream`` ranks by upstream's model-dtype softmax instead of the float32 form.
+    ``ties: upstream`` ranks by upstream's model-dtype softmax instead of the float32 form. The
+    masked rows are copied into ``workspace`` (reused by every step of the rollout).
     """
     block, masked = x[:, lo:hi], x[:, lo:hi] == model.mask_token_id  # [B, Bl] x2
     uniform = None
@@ -166,7 +168,7 @@ def _propose_block(c: Any, model: DiffusionModel, logits: Tensor, x: Tensor, lo:
         full = (x.shape[0], x.shape[1], logits.shape[-1])
         uniform = draw_uniform(full, generator, logits.device)[:, lo:hi]  # [B, Bl, V] float64
     prop = propose(logits, block, masked, temperature=c.temperature, noise=c.noise, generator=generator,
-                   mask_token_id=model.mask_token_id, uniform=uniform)
+                   mask_token_id=model.mask_token_id, uniform=uniform, workspace=workspace.get(logits))
     if c.ties == "upstream":
         return prop, upstream_confidence(logits, prop.ids, masked)
     return prop, prop.confidence
@@ -228,6 +230,7 @@ class LLaDASampler(Sampler):
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
         prompt_real = attn[:, :p]
         passes = BlockForward(model, attn, c.cache) if c.cfg_scale <= 0 else None
+        workspace = RowWorkspace(b * c.block_length)
         nfe0 = model.nfe
         for block in range(n_blocks):
             lo, hi = p + block * c.block_length, p + (block + 1) * c.block_length
@@ -243,7 +246,7 @@ class LLaDASampler(Sampler):
                 logits = tail[:, : hi - lo]  # [B, Bl, V]; only the block competes
                 greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
-                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator)
+                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator, workspace)
                 if c.remasking == "random":
                     if c.ties == "upstream":  # upstream draws float32 U(0,1) for the whole sequence
                         u = draw_uniform((b, x.shape[1]), generator, x.device, torch.float32)[:, lo:hi]
@@ -383,6 +386,7 @@ class FastDLLMSampler(Sampler):
         steps_per_block = max(1, c.steps // n_blocks)
         passes = BlockForward(model, attn, c.cache)
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
+        workspace = RowWorkspace(b * c.block_length)
         row_step = torch.zeros(b, dtype=torch.long, device=x.device)  # per-row step counter
         one = torch.ones(b, dtype=torch.long, device=x.device)
         nfe0 = model.nfe
@@ -396,7 +400,7 @@ class FastDLLMSampler(Sampler):
                 logits = tail[:, : hi - lo]  # [B, Bl, V]
                 greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
-                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator)
+                prop, confidence = _propose_block(c, model, logits, x, lo, hi, generator, workspace)
                 if c.threshold is None:
                     k = schedule[:, min(s, steps_per_block - 1)]
                     if s >= steps_per_block - 1:
