@@ -211,6 +211,8 @@ class HFDiffusionModel(DiffusionModel):
     shift_logits: ClassVar[bool] = False
     default_mask_token_id: ClassVar[int | None] = None
     supports_4bit: ClassVar[bool] = True  # QLoRA: apply_lora quantises the loaded base to NF4
+    # set by the engine when it shards the parameters: votes before each pass (remask.lockstep)
+    lockstep: Any = None
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)
@@ -337,6 +339,8 @@ class HFDiffusionModel(DiffusionModel):
         With ``past_key_values`` (a prefix cache of ``C`` positions) ``input_ids`` holds the
         positions after the prefix and a 2-D ``attention_mask`` covers all ``C + S`` keys.
         """
+        if self.lockstep is not None:
+            self.lockstep.before_forward()
         self.nfe += 1
         device = self.device
         input_ids = input_ids.to(device)

@@ -18,6 +18,7 @@ from ..config import TrainConfig, check_batch_arithmetic
 from ..environment import busy_machine, set_torch_threads
 from ..errors import ConfigError, PluginError, RemaskError
 from ..interfaces import DiffusionModel
+from ..lockstep import Lockstep
 from ..registry import Registry, get_registry
 from . import checkpoint as ckpt
 from .components import Pipeline, apply_lora
@@ -242,6 +243,7 @@ class Engine:
         else:
             model.module.to(self.device)
         self.fsdp = _fsdp_requested(acc)
+        self.lockstep = Lockstep(self.device)  # attached to each model whose parameters get sharded
         self._before_sharding()
         if self.fsdp:
             self._fully_shard(model)
@@ -267,6 +269,9 @@ class Engine:
             # DeepSpeed shards parameters and optimizer state: let accelerate own them.
             model.module, self.optimizer = acc.prepare(model.module, self.optimizer)
             self.policy_params = [p for p in model.module.parameters() if p.requires_grad]
+            ds = getattr(acc.state, "deepspeed_plugin", None)
+            if int(getattr(ds, "zero_stage", 0) or 0) == 3:  # ZeRO-3 gathers parameters in every pass
+                model.lockstep = self.lockstep
         else:
             self.optimizer = acc.prepare_optimizer(self.optimizer)
         self.manual_allreduce = self.world > 1 and not self.wrapped  # FSDP: unsharded extras only
@@ -284,6 +289,7 @@ class Engine:
                                "has no fully_shard(); train it with data parallel or DeepSpeed"])
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
         shard(reshard_after_forward=bool(getattr(plugin, "reshard_after_forward", True)))
+        model.lockstep = self.lockstep  # every pass is now a collective (remask.lockstep)
         if self.is_main:
             log.info("FSDP2: %s sharded over %d processes (fully_shard)", model.name, self.world)
 

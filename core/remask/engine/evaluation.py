@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .. import lockstep
 from ..config import ComponentSpec, EvalConfig
 from ..errors import ConfigError
 from ..interfaces import DiffusionModel, Sampler, Task
@@ -119,20 +120,21 @@ def evaluate(
     nfe_before = model.nfe
     rows: list[dict[str, Any]] = []
     try:
-        for lo in range(0, len(mine), eval_config.batch_size):
-            idx = mine[lo:lo + eval_config.batch_size]
-            batch = [examples[i] for i in idx]
-            prompts = build_prompt_batch(model, batch, group_size=n, first_group_id=lo, device=dev)
-            with torch.no_grad():
-                rollout = sampler.sample(model, prompts, generator)
-            for r, text in enumerate(rollout.texts):
-                ex = batch[r // n]
-                try:
-                    score = float(task.is_correct(text, ex.reference))
-                except Exception:  # noqa: BLE001 - a parser failure counts as wrong
-                    score = 0.0
-                rows.append({"index": idx[r // n], "id": ex.id, "prompt": prompts.texts[r],
-                             "completion": text, "score": score})
+        with lockstep.region(model, "evaluation", drain=True):  # sharded: ranks may hold unequal batches
+            for lo in range(0, len(mine), eval_config.batch_size):
+                idx = mine[lo:lo + eval_config.batch_size]
+                batch = [examples[i] for i in idx]
+                prompts = build_prompt_batch(model, batch, group_size=n, first_group_id=lo, device=dev)
+                with torch.no_grad():
+                    rollout = sampler.sample(model, prompts, generator)
+                for r, text in enumerate(rollout.texts):
+                    ex = batch[r // n]
+                    try:
+                        score = float(task.is_correct(text, ex.reference))
+                    except Exception:  # noqa: BLE001 - a parser failure counts as wrong
+                        score = 0.0
+                    rows.append({"index": idx[r // n], "id": ex.id, "prompt": prompts.texts[r],
+                                 "completion": text, "score": score})
     finally:
         model.module.train(was_training)
     nfe = model.nfe - nfe_before

@@ -28,6 +28,7 @@ import torch
 
 from ..config import PipelineConfig
 from ..errors import ConfigError, RemaskError
+from .. import lockstep
 from ..interfaces import DataFilterContext, StepContext
 from ..records import take
 from ..registry import Registry
@@ -148,7 +149,8 @@ class Trainer(Engine):
             policy=self.model, score=self.scorer, global_step=self.global_step, epoch=self.data.epoch,
             prompt_batch=lambda examples: build_prompt_batch(self.model, examples, group_size=1, device=self.device),
             generator=torch.Generator().manual_seed(stream_seed(t.seed, "data_filter", self.global_step)))
-        with self.timer("data_filter"), torch.no_grad(), self.accelerator.autocast():
+        with self.timer("data_filter"), torch.no_grad(), self.accelerator.autocast(), \
+                lockstep.region(self.model, f"data_filter {f.name!r}", drain=True):
             keep = torch.as_tensor(f.select(examples=self.examples, context=context)).reshape(-1).bool().cpu()
         if keep.numel() != len(self.examples):
             raise RemaskError(f"data_filter {f.name!r} returned {keep.numel()} flags for {len(self.examples)} "
@@ -202,7 +204,7 @@ class Trainer(Engine):
             if self.store is None:
                 self.model.module.eval()
                 nfe0 = self.model.nfe
-                with torch.no_grad(), acc.autocast():
+                with torch.no_grad(), acc.autocast(), lockstep.region(self.model, "sampling", drain=True):
                     rollout = p.sampler.sample(self.model, batch, self.rng.sampling)
                 sample_nfe = self.model.nfe - nfe0
             else:
@@ -225,7 +227,7 @@ class Trainer(Engine):
         chunks = [torch.arange(lo, min(lo + mb, b)) for lo in range(0, b, mb)]
         self._train_mode()
         nfe_before = self.model.nfe + (self.reference.nfe if self.reference is not None else 0)
-        with self.timer("prepare"):
+        with self.timer("prepare"), lockstep.region(self.model, f"objective {p.objective.name!r} prepare", drain=False):
             states = []
             for rows in chunks:
                 with torch.no_grad(), acc.autocast():
@@ -243,14 +245,14 @@ class Trainer(Engine):
             self.ctx.global_step = self.global_step
             skip = False
             step_loss = 0.0
-            with self.timer("loss"):
+            with self.timer("loss"), lockstep.region(self.model, f"objective {p.objective.name!r} loss", drain=False):
                 for state in states:
                     with acc.autocast():
                         out = p.objective.loss(state, inner_step=inner, context=self.ctx)
                     loss_forwards += int(out.forward_passes)
                     for k, v in out.metrics.items():
                         obj_metrics[k].append(float(v))
-                    if not torch.isfinite(out.loss.detach()).all():
+                    if lockstep.any_process(self.model, not bool(torch.isfinite(out.loss.detach()).all())):
                         skip = True
                         break
                     acc.backward(out.loss / len(states))
