@@ -162,6 +162,28 @@ def _parse_pred(pred: str, alarm_s: int) -> tuple[Any, ...]:
     return _parse(f"${pred}$", "pred", alarm_s)
 
 
+def _facts(parsed: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool, Any]:
+    """``(parsed, too_large, exact rational value or None)`` of one parsed span: the size bound is
+    checked before anything is evaluated."""
+    if not parsed:
+        return parsed, False, None
+    if max(map(log10_bound, parsed)) > MAX_DIGITS:
+        return parsed, True, None
+    return parsed, False, _exact_rational(parsed[0])
+
+
+@lru_cache(maxsize=8192)
+def _gold_facts(gold: str, alarm_s: int) -> tuple[tuple[Any, ...], bool, Any]:
+    """Parsed once per gold (a GRPO group shares it) with its size and exact value; a timeout raises
+    and is never cached."""
+    return _facts(_parse_gold(gold, alarm_s))
+
+
+@lru_cache(maxsize=8192)
+def _pred_facts(pred: str, alarm_s: int) -> tuple[tuple[Any, ...], bool, Any]:
+    return _facts(_parse_pred(pred, alarm_s))
+
+
 def _verify(gold: tuple[Any, ...], pred: tuple[Any, ...], alarm_s: int) -> bool:
     """math-verify's ``verify`` (any gold/pred pair equal), with a timeout raised, not read as False."""
     from math_verify.errors import TimeoutException
@@ -265,24 +287,71 @@ def _exact_rational(expr: Any) -> Any:
     return value if isinstance(value, sympy.Rational) else None
 
 
+#: points at which two expressions in free symbols are compared (positive reals, away from the
+#: integers and simple fractions where rational functions tend to have poles)
+_PROBES = ((0.6180339887, 1.3247179572, 0.7548776662), (1.4142135624, 0.5772156649, 1.2020569032))
+
+
+def _moderate(expr: Any) -> bool:
+    """Every number in ``expr`` lies between 1e-9 and 1e9 in size (or is 0): evaluating it in
+    floating point cannot turn a real difference into a rounding-level one."""
+    import sympy
+
+    for number in expr.atoms(sympy.Number):
+        size = abs(float(number))
+        if size and not 1e-9 <= size <= 1e9:
+            return False
+    return True
+
+
 def _clearly_different(g: Any, p: Any) -> bool:
-    """Two closed-form constants (no symbols, no decimals) whose 30-digit values differ by more
-    than 1e-9 relative: unequal under any of math-verify's rules, decided without ``simplify``."""
+    """True when no rule of math-verify's ``verify`` can find ``g`` equal to ``p``, decided without
+    its ``simplify(g - p)`` (the slow path for wrong answers). Both must be plain expressions (no
+    relation, set, tuple, lone symbol, percentage, matrix), so math-verify compares them by string,
+    then numerically, then by ``simplify``:
+
+    * constants: their 30-digit values differ by more than 1e-9 relative, and with a decimal on
+      either side also by more than 1e-5: math-verify rounds a float to 6 decimals (each value
+      moves by at most 5e-7), and ``simplify`` cannot cancel a difference that large;
+    * expressions in free symbols (exact numbers only, none tiny or huge, no symbol assumed an
+      integer): ``g - p`` is at least 1e-4 (relative) away from 0 at two positive real points. An
+      identity that ``simplify`` proves holds at every such point, and a non-zero difference
+      cannot become 0 under ``evalf(chop=True)``.
+    """
     import sympy
 
     try:
         if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
             return False
-        if g.free_symbols or p.free_symbols or g.atoms(sympy.Float) or p.atoms(sympy.Float):
+        if isinstance(g, sympy.Symbol) or isinstance(p, sympy.Symbol):
             return False
         if _has_unevaluated(g) or _has_unevaluated(p):
             return False
-        gv, pv = complex(g.evalf(30)), complex(p.evalf(30))
+        floats = bool(g.atoms(sympy.Float) or p.atoms(sympy.Float))
+        symbols = g.free_symbols | p.free_symbols
+        if not symbols:
+            gv, pv = complex(g.evalf(30)), complex(p.evalf(30))
+            return _far(gv, pv, 1e-9) and (not floats or abs(gv - pv) > 1e-5)
+        if floats or len(symbols) > len(_PROBES[0]) or not (_moderate(g) and _moderate(p)):
+            return False
+        if any(not isinstance(x, sympy.Symbol) or x.is_integer is not False and x.is_integer is not None
+               for x in symbols):
+            return False
+        names = sorted(symbols, key=lambda x: x.name)
+        for probe in _PROBES:
+            point = dict(zip(names, map(sympy.Float, probe)))
+            gv, pv = complex(g.evalf(30, subs=point)), complex(p.evalf(30, subs=point))
+            if not _far(gv, pv, 1e-4):
+                return False
+        return True
     except Exception:  # noqa: BLE001 - anything unusual goes to math-verify
         return False
-    if not all(map(lambda z: z == z and abs(z) != float("inf"), (gv, pv))):
+
+
+def _far(gv: complex, pv: complex, tolerance: float) -> bool:
+    if not all(z == z and abs(z) != float("inf") for z in (gv, pv)):
         return False
-    return abs(gv - pv) > 1e-9 * max(1.0, abs(gv))
+    return abs(gv - pv) > tolerance * max(1.0, abs(gv))
 
 
 def _guard(gold: tuple[Any, ...], pred: tuple[Any, ...], policy: dict[str, Any]) -> str | None:
@@ -320,17 +389,16 @@ def judge(gold: str, pred: str, policy: dict[str, Any]) -> tuple[bool | None, st
 
 def _judge_one(gold: str, pred: str, policy: dict[str, Any]) -> tuple[bool | None, str]:
     alarm = int(policy.get("alarm_s", 0))
-    gold_parsed = _parse_gold(gold, alarm)
+    gold_parsed, gold_too_large, gr = _gold_facts(gold, alarm)
     if not gold_parsed:
         return None, "gold-unparsable"
-    if max(map(log10_bound, gold_parsed)) > MAX_DIGITS:
+    if gold_too_large:
         return None, "gold-too-large"
-    pred_parsed = _parse_pred(pred, alarm)
+    pred_parsed, pred_too_large, pr = _pred_facts(pred, alarm)
     if not pred_parsed:
         return False, "unparsable"
-    if max(map(log10_bound, pred_parsed)) > MAX_DIGITS:  # 10^{10^{10}}: never evaluated, by us or by sympy
+    if pred_too_large:  # 10^{10^{10}}: never evaluated, by us or by sympy
         return False, "number-too-large"
-    gr, pr = _exact_rational(gold_parsed[0]), _exact_rational(pred_parsed[0])
     if gr is not None and pr is not None:  # 1/2004! vs 1/2006!, big integers: exact, no evalf
         return (True, "correct") if gr == pr else (False, "wrong-answer")
     if _clearly_different(gold_parsed[0], pred_parsed[0]):
@@ -365,8 +433,8 @@ def _serve() -> None:
             judge(gold, pred, {})
         except Exception:  # noqa: BLE001
             pass
-    _parse_gold.cache_clear()
-    _parse_pred.cache_clear()
+    for cache in (_parse_gold, _parse_pred, _gold_facts, _pred_facts):
+        cache.cache_clear()
     out.write('{"ready": true}\n')
     out.flush()
     for line in sys.stdin:

@@ -3,8 +3,9 @@
 Per (gold, prediction) pair, in the trainer process: length cap, pre-normalisation
 (:func:`~remask_math.normalize.pre_normalize`), power-tower and nesting pre-filters, nested boxes
 and hedges (:mod:`~remask_math.hedges`) refused, then two exact fast paths: plain numbers and
-simple fractions (:func:`~remask_math.normalize.exact_decision`, most GSM8K answers), and surds,
-pi, polynomials and intervals (:func:`~remask_math.exact.exact_verdict`, most other MATH answers).
+simple fractions (:func:`~remask_math.normalize.exact_decision`, most GSM8K answers), and surds and
+other radicals, pi, e, polynomials, intervals, finite sets, degrees and choice letters
+(:func:`~remask_math.exact.exact_verdict`, most other MATH answers).
 Identical pairs of one call are judged once, and verdicts are remembered across calls (bounded
 LRU; timeouts, math-verify's own alarm and crashes are never remembered). Everything else goes to
 :class:`~remask_math.pool.VerifierPool`.
@@ -47,7 +48,7 @@ class Policy:
     max_exponent_depth: int = MAX_EXPONENT_DEPTH  # 0 disables the pre-filter
     max_nesting: int = MAX_NESTING  # 0 disables the pre-filter
     alarm_s: int = 3  # math-verify's own SIGALRM inside the worker (first line of defence)
-    fast_paths: bool = True  # decide plain numbers, surds, pi, polynomials, intervals in-process
+    fast_paths: bool = True  # decide plain numbers, radicals, pi, e, polynomials, intervals, sets, choices in-process
 
 
 class MathVerifier:
@@ -103,6 +104,11 @@ class MathVerifier:
             return ((1.0, "correct") if exact else (0.0, "wrong-answer")), None
         policy = {"interval_equals_set": p.interval_equals_set, "alarm_s": p.alarm_s}
         return None, Job(gold=g, pred=q, policy=policy)
+
+    def decided_in_process(self, gold: str | None, pred: str | None) -> bool:
+        """Whether :meth:`check` decides this pair in the trainer process (a refusal or an exact
+        path), without a worker."""
+        return self._prepare(gold, pred)[1] is None
 
     def check(self, pairs: Sequence[tuple[str | None, str | None]]) -> list[tuple[float | None, str]]:
         """``(value, reason)`` per pair: 1.0/0.0, or None when the gold itself cannot be judged."""

@@ -104,16 +104,16 @@ def test_reward_timeout_reason_and_close_leaves_nothing():
     before = _children()
     reward = MathCorrect(MathCorrect.Config(workers=1, timeout_s=1.5))
     slow = f"\\boxed{{{GAUSS[1]}}}"
-    out = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\{2, 1\\}}"],
-                       references=[{"answer": GAUSS[0]}, {"answer": "\\{1, 2\\}"}])
+    out = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\log_2 8}"],
+                       references=[{"answer": GAUSS[0]}, {"answer": "3"}])
     assert out.reasons["math-correct"] == ("timeout", "correct")
     assert out.total.tolist() == [0.0, 1.0]
     # the same rows again: the verdict is remembered, the timeout is not (it is retried)
     pool = reward.verifier.pool
     jobs, timeouts = pool.stats["jobs"], pool.stats["timeouts"]
-    assert jobs == 1  # the set needed math-verify
-    again = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\{2, 1\\}}"],
-                         references=[{"answer": GAUSS[0]}, {"answer": "\\{1, 2\\}"}])
+    assert jobs == 1  # the logarithm needed math-verify
+    again = reward.score(prompts=["", ""], completions=[slow, "\\boxed{\\log_2 8}"],
+                         references=[{"answer": GAUSS[0]}, {"answer": "3"}])
     assert again.reasons["math-correct"] == ("timeout", "correct")
     assert pool.stats["jobs"] == jobs and pool.stats["timeouts"] == timeouts + 1
     reward.close()
