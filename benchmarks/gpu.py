@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="a small model on the CPU, same code path (seconds)")
     ap.add_argument("--budget-s", type=float, default=330.0, help="start no rollout case after this many seconds")
+    ap.add_argument("--budget-total-s", type=float, default=460.0,
+                    help="start no training row (gpu_train.py) after this many seconds of the whole run")
+    ap.add_argument("--only", default=None, help="training rows of these objectives only, e.g. d1,vrpo (default: all)")
+    ap.add_argument("--plan-workers", type=int, default=None,
+                    help="CPU processes for the planner's predictions beside the training rows (default 8; 0 with --tiny: inline)")
     args = ap.parse_args(argv)
     if args.tiny:
         torch.set_num_threads(1)
@@ -133,6 +138,18 @@ def main(argv: list[str] | None = None) -> None:
         shape = dict(d_model=4096, layers=32, heads=32, mlp=12288, vocab=126464, device="cuda", dtype="bfloat16")
         args.batches, args.prompt_length, args.gen_length, args.block_length, args.steps = (16, 64), 64, 256, 32, 128
         card = torch.cuda.get_device_name(0)
+    if args.only is not None:  # refuse a typo before minutes of model building
+        try:
+            from gpu_train import OBJECTIVES
+        except ModuleNotFoundError:
+            OBJECTIVES = ()
+        unknown = sorted({n.strip() for n in args.only.split(",") if n.strip()} - set(OBJECTIVES))
+        if unknown:
+            print(f"gpu.py --only: unknown objective(s) {', '.join(unknown)}; built-ins: {', '.join(OBJECTIVES)}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+    if args.plan_workers is None:
+        args.plan_workers = 0 if args.tiny else 8
     budget = args.budget = Budget(args.budget_s)
     model = random_llada(**shape)
     n_params = sum(p.numel() for p in model.module.parameters())

@@ -36,6 +36,7 @@ __all__ = [
     "StepSelector",
     "AdvantageEstimator",
     "PolicyObjective",
+    "ForwardPass",
     "Task",
     "LikelihoodEstimator",
     "DataFilter",
@@ -224,6 +225,18 @@ class AdvantageEstimator(Component):
         """Advantages ``[B]`` or ``[B, K]`` (one per selected step)."""
 
 
+@dataclass(frozen=True)
+class ForwardPass:
+    """One forward pass of the policy in a ``loss`` call, as the memory planner (``remask estimate``)
+    sizes it: ``[rows · M, P + completion_length · L]`` tokens for a micro-batch of ``M`` rows with
+    prompts of ``P`` and completions of ``L`` tokens (fp32 log-probabilities of its last ``L``
+    positions are taken). dTRPO's staircase pass reads ``[prompt, y, z]``: ``completion_length=2``;
+    MDPO scores its K trained steps of every row in one batch: ``rows=K``."""
+
+    rows: float = 1.0  # rows of the pass per micro-batch row
+    completion_length: float = 1.0  # completion positions in its sequence, in units of L
+
+
 class PolicyObjective(Component):
     """The algorithm's loss.
 
@@ -275,6 +288,21 @@ class PolicyObjective(Component):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[ForwardPass, ...]:
+        """The forward passes with gradients of one :meth:`loss` call, for the memory planner.
+
+        Their graphs are alive together until ``backward``, so activation memory grows with each;
+        ``prepare``'s passes run without gradients one after another (the planner sizes one no-grad
+        pass of the largest shape here). ``steps`` is the sampler's T, ``selected_steps`` K, the
+        steps per row the step selector picks (0 without a selector). Default: one pass over
+        ``[M, P + L]`` (d1, wd1). An objective with more or longer passes (an ELBO with N views, a
+        staircase sequence) overrides this;
+        ``tests/planner/test_objective_passes.py`` checks every built-in's answer against the
+        forwards it really runs.
+        """
+        return (ForwardPass(),)
 
 
 class Task(Component):

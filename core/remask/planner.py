@@ -22,11 +22,18 @@ sequence ``S = prompt_length + gen_length``):
 ``rollout``  ``W`` + one no-grad pass over ``[R, S]`` with fp32 probabilities of one block
              (``block_length`` positions), plus the sampler's KV cache (``prefix`` or ``dual``: keys
              and values of all ``S`` positions, kept while a block is decoded);
-``prepare``  ``W`` + ``O`` + one no-grad pass over ``[M, S]`` with fp32 probabilities of the ``L``
-             completion positions (old / reference log-probs);
-``loss``     ``W`` + ``O`` + forward and backward over ``[M, S]`` (log-softmax of every position
-             in fp32, what the objectives' likelihoods do), gradients counted where they are
-             accumulated; with sharded gradients each is dropped once accumulated and ``G / n`` added.
+``prepare``  ``W`` + ``O`` + one no-grad pass of the objective's largest pass shape with fp32
+             probabilities of the ``L`` completion positions (old / reference log-probs; prepare's
+             passes run one after another);
+``loss``     ``W`` + ``O`` + the objective's passes of one ``loss`` call
+             (:meth:`~remask.interfaces.PolicyObjective.loss_passes`: each ``[rows·M, P + c·L]``,
+             every graph alive until one backward, fp32 log-probabilities of the last ``L`` positions
+             as :func:`remask.functional.gather_logprobs` takes them), gradients counted where they
+             are accumulated; with sharded gradients each is dropped once accumulated and ``G / n``
+             added.
+
+Without LoRA an objective that keeps a reference (``uses_reference``) holds a frozen copy of the
+weights (``reference`` part, sharded like ``W``); with LoRA the reference is the disabled adapter.
 
 Measured against RSS peaks of the same steps on CPU in ``tests/planner/test_planner.py`` and
 ``benchmarks/memory.py``; see ``docs/training.md`` (Memory) for what it does not model.
@@ -47,6 +54,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import RemaskError
+from .interfaces import ForwardPass
+from .records import PromptBatch, Rollout
 
 __all__ = [
     "LiveBytes",
@@ -60,6 +69,9 @@ __all__ = [
     "format_bytes",
     "sharding_from_accelerate",
     "runtime_problems",
+    "synthetic_rollout",
+    "objective_passes",
+    "describe_passes",
 ]
 
 GiB = 1024**3
@@ -211,6 +223,14 @@ class PlanInputs:
     lora_targets: Any = "all-linear"
     load_in_4bit: bool = False
     sharding: Sharding = field(default_factory=Sharding)
+    loss_passes: tuple[ForwardPass, ...] = (ForwardPass(),)  # the objective's passes of one loss call
+    reference_copy: bool = False  # a frozen copy of the weights as reference (no LoRA, uses_reference)
+    objective: str = ""  # the objective's name, for reports
+
+    def pass_shape(self, p: ForwardPass, rows: int | None = None) -> tuple[int, int]:
+        """``(rows, sequence)`` of pass ``p`` on ``rows`` micro-batch rows (default ``micro_batch``)."""
+        m = self.micro_batch if rows is None else rows
+        return max(1, math.ceil(p.rows * m)), self.prompt_length + max(1, math.ceil(p.completion_length * self.gen_length))
 
     @property
     def sequence(self) -> int:
@@ -323,15 +343,24 @@ def _forward_peak(module: nn.Module, rows: int, seq: int, *, drawn: int) -> int:
     return _run_meta(module, run)
 
 
-def _loss_peak(module: nn.Module, rows: int, seq: int, *, keep_grads: bool) -> int:
-    ids = torch.zeros(rows, seq, dtype=torch.long, device="meta")  # [M, S]
+def _loss_peak(module: nn.Module, shapes: list[tuple[int, int]], scored: int, *, keep_grads: bool) -> int:
+    """Forward passes of ``shapes`` (rows, sequence) with gradients, graphs alive together, fp32
+    log-probabilities of the last ``scored`` positions of each, then one backward."""
 
     def run() -> None:
         with torch.enable_grad():  # also when the caller plans inside no_grad
-            out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False)
-            logp = out.logits.float().log_softmax(-1)  # [M, S, V]
-            loss = logp.gather(-1, ids.unsqueeze(-1)).mean()
-            del out, logp
+            loss = None
+            for rows, seq in shapes:
+                ids = torch.zeros(rows, seq, dtype=torch.long, device="meta")  # [M', S']
+                out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False)
+                logits = out.logits[:, seq - scored:]  # [M', L, V]
+                del out
+                # as remask.functional.gather_logprobs: fp32 cross-entropy keeps one [M'·L, V] log-softmax
+                term = -torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                          ids[:, seq - scored:].reshape(-1), reduction="none")
+                del logits
+                loss = term.mean() if loss is None else loss + term.mean()
+            assert loss is not None
             loss.backward()
 
     # keep_grads: gradients accumulate in .grad as in a real step and count where they occur;
@@ -356,8 +385,12 @@ def _drop_grad(p: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def plan_memory(inputs: PlanInputs) -> MemoryPlan:
-    """Peak memory per process of ``rollout``, ``prepare`` and ``loss`` (see the module docstring)."""
+def plan_memory(inputs: PlanInputs, *, largest_micro_batch: bool = True) -> MemoryPlan:
+    """Peak memory per process of ``rollout``, ``prepare`` and ``loss`` (see the module docstring).
+
+    ``largest_micro_batch=False`` skips the second loss run (at one row) that
+    :meth:`MemoryPlan.largest_micro_batch` extrapolates from; the plan then reports 0 there.
+    """
     module = _meta_module(inputs)
     count, w_bytes, trainable, t_bytes = _param_bytes(module, inputs)
     div_w, div_g, div_o = inputs.sharding.divisors()
@@ -385,31 +418,39 @@ def plan_memory(inputs: PlanInputs) -> MemoryPlan:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         cache = (2 * cfg.num_hidden_layers * inputs.rollout_rows * inputs.sequence * heads * head_dim
                  * _DTYPE_BYTES[inputs.dtype])
-    prepare_act = _forward_peak(module, inputs.micro_batch, inputs.sequence, drawn=inputs.gen_length)
+    passes = inputs.loss_passes or (ForwardPass(),)
+    widest = max((inputs.pass_shape(p) for p in passes), key=lambda rs: rs[0] * rs[1])
+    prepare_act = _forward_peak(module, widest[0], widest[1], drawn=inputs.gen_length)
     module.train()
     sharded_grads = div_g > 1
 
     def loss_peak(rows: int) -> int:  # activations (+ full gradients where they are not sharded)
-        return _loss_peak(module, rows, inputs.sequence, keep_grads=not sharded_grads)
+        return _loss_peak(module, [inputs.pass_shape(p, rows) for p in passes], inputs.gen_length,
+                          keep_grads=not sharded_grads)
 
-    one = loss_peak(1)
-    loss_act = one if inputs.micro_batch == 1 else loss_peak(inputs.micro_batch)
-    per_row = (loss_act - one) // (inputs.micro_batch - 1) if inputs.micro_batch > 1 else loss_peak(2) - one
+    loss_act = loss_peak(inputs.micro_batch)
+    if not largest_micro_batch:
+        one, per_row = loss_act, 0
+    else:
+        one = loss_act if inputs.micro_batch == 1 else loss_peak(1)
+        per_row = (loss_act - one) // (inputs.micro_batch - 1) if inputs.micro_batch > 1 else loss_peak(2) - one
     # (activations are linear in the rows: the largest micro-batch is extrapolated from these two runs)
     added_grads = grads if sharded_grads else 0
-    loss_parts = {"weights": weights, "optimizer": optim}
+    reference = w_bytes // div_w if inputs.reference_copy else 0  # frozen, sharded like the policy
+    weights_parts = {"weights": weights, **({"reference": reference} if reference else {})}
+    loss_parts = {**weights_parts, "optimizer": optim}
     if sharded_grads:
         loss_parts.update({"gradients": grads, "activations": loss_act})
     else:
         loss_parts["activations+gradients"] = loss_act
     phases = {
-        "rollout": PhasePeak("rollout", weights + cache + rollout_act,
-                             {"weights": weights, "kv_cache": cache, "activations": rollout_act}),
-        "prepare": PhasePeak("prepare", weights + optim + prepare_act,
-                             {"weights": weights, "optimizer": optim, "activations": prepare_act}),
-        "loss": PhasePeak("loss", weights + optim + added_grads + loss_act, loss_parts),
+        "rollout": PhasePeak("rollout", weights + reference + cache + rollout_act,
+                             {**weights_parts, "kv_cache": cache, "activations": rollout_act}),
+        "prepare": PhasePeak("prepare", weights + reference + optim + prepare_act,
+                             {**weights_parts, "optimizer": optim, "activations": prepare_act}),
+        "loss": PhasePeak("loss", weights + reference + optim + added_grads + loss_act, loss_parts),
     }
-    fixed = weights + optim + added_grads + one - per_row
+    fixed = weights + reference + optim + added_grads + one - per_row
     return MemoryPlan(inputs, count, trainable, phases, per_row, fixed)
 
 
@@ -459,28 +500,103 @@ def architecture_of(config: Any) -> Any:
     return reader(config.model.params)
 
 
+def objective_passes(config: Any, *, gen_length: int, block_length: int, steps: int) -> tuple[Any, tuple[ForwardPass, ...]]:
+    """The configured objective (built through the registry, as the engine builds it) and its
+    :meth:`~remask.interfaces.PolicyObjective.loss_passes` for rollouts of this shape. K, the
+    selector's steps per row, comes from running the configured step selector on a
+    :func:`synthetic_rollout` of one row."""
+    from .registry import get_registry
+
+    registry = get_registry()
+    objective = config.objective.build(registry, "objective")
+    selected = 0
+    if config.step_selector is not None and gen_length > 0:
+        selector = config.step_selector.build(registry, "step_selector")
+        rollout = synthetic_rollout(rows=1, group_size=1, prompt_length=1, gen_length=gen_length,
+                                    block_length=block_length or gen_length, steps=steps, vocab=16)
+        selected = int(selector.select(rollout, torch.Generator().manual_seed(0)).steps.shape[1])
+    passes = tuple(objective.loss_passes(gen_length=gen_length, block_length=block_length or gen_length,
+                                         steps=steps, selected_steps=selected))
+    return objective, passes or (ForwardPass(),)
+
+
 def plan_from_config(config: Any, *, sharding: Sharding, prompt_length: int) -> MemoryPlan:
-    """Plan a :class:`~remask.config.PipelineConfig` (model, sampler, train sections)."""
+    """Plan a :class:`~remask.config.PipelineConfig` (model, sampler, objective, train sections)."""
     t = config.train
     sampler = config.sampler.params
     rows = t.prompts_per_step // max(1, sharding.processes) * t.group_size
     lora = t.lora
+    gen_length = int(getattr(sampler, "gen_length", 0))
+    block_length = int(getattr(sampler, "block_length", 0) or gen_length)
+    steps = int(getattr(sampler, "steps", 0) or gen_length)
+    objective, passes = objective_passes(config, gen_length=gen_length, block_length=block_length, steps=steps)
     inputs = PlanInputs(
         architecture=architecture_of(config),
         dtype=getattr(config.model.params, "dtype", "float32"),
         rollout_rows=max(1, rows),
         micro_batch=t.micro_batch_size or max(1, rows),
         prompt_length=prompt_length,
-        gen_length=int(getattr(sampler, "gen_length", 0)),
-        block_length=int(getattr(sampler, "block_length", 0) or getattr(sampler, "gen_length", 0)),
+        gen_length=gen_length,
+        block_length=block_length,
         kv_cache=str(getattr(sampler, "cache", "none")),
         gradient_checkpointing=t.gradient_checkpointing,
         lora_r=lora.r if lora else None,
         lora_targets=lora.target_modules if lora else "all-linear",
         load_in_4bit=bool(lora and lora.load_in_4bit),
         sharding=sharding,
+        loss_passes=passes,
+        reference_copy=bool(objective.uses_reference) and lora is None,
+        objective=objective.name,
     )
     return plan_memory(inputs)
+
+
+def describe_passes(inputs: PlanInputs) -> str:
+    """``3 passes of [6, 512]``-style summary of ``inputs.loss_passes`` at the planned micro-batch."""
+    shapes = [inputs.pass_shape(p) for p in inputs.loss_passes]
+    if len(set(shapes)) == 1:
+        n = len(shapes)
+        return f"{n} pass{'es' if n > 1 else ''} of [{shapes[0][0]}, {shapes[0][1]}]"
+    return f"{len(shapes)} passes: " + ", ".join(f"[{r}, {q}]" for r, q in shapes)
+
+
+def synthetic_rollout(*, rows: int, group_size: int, prompt_length: int, gen_length: int, block_length: int,
+                      steps: int, vocab: int, avoid: tuple[int, ...] = (), seed: int = 0) -> Rollout:
+    """A :class:`~remask.records.Rollout` of the given shape with random tokens, what the planner plans
+    for and ``benchmarks/gpu_train.py`` trains on (no sampler run, no model needed).
+
+    Tokens are drawn from ``4..vocab-1`` minus ``avoid`` (pass the mask, EOS and pad ids), so every
+    completion is full length (``completion_mask`` all true). Block ``b`` is decoded in steps
+    ``b·T/N_B .. (b+1)·T/N_B − 1``, its positions committed in a random order, evenly over those
+    steps (``unmask_step``); ``step_logps`` / ``step_entropy`` are random negative / positive numbers.
+    Groups are ``group_size`` adjacent rows. MDPO's per-step records are left ``None``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    low = min(4, vocab - 1)
+
+    def draw(*shape: int) -> torch.Tensor:
+        x = torch.randint(low, max(low + 1, vocab), shape, generator=g)
+        for bad in avoid:
+            x = torch.where(x == bad, torch.full_like(x, low), x)
+        return x
+
+    prompts = PromptBatch(draw(rows, prompt_length), torch.ones(rows, prompt_length, dtype=torch.bool),
+                          torch.arange(rows) // max(1, group_size), ("",) * rows, ({},) * rows)
+    n_blocks = -(-gen_length // block_length)
+    per_block = max(1, steps // n_blocks)
+    unmask = torch.empty(rows, gen_length, dtype=torch.long)  # [B, L]
+    for b in range(n_blocks):
+        lo, hi = b * block_length, min((b + 1) * block_length, gen_length)
+        for r in range(rows):
+            order = torch.randperm(hi - lo, generator=g)  # [hi - lo] commit order within the block
+            unmask[r, lo:hi] = b * per_block + (order * per_block) // (hi - lo)
+    t = int(unmask.max()) + 1
+    return Rollout(prompts=prompts, completion_ids=draw(rows, gen_length),
+                   completion_mask=torch.ones(rows, gen_length, dtype=torch.bool), unmask_step=unmask,
+                   block_length=block_length, num_steps=t, texts=("",) * rows, nfe=t,
+                   step_logps=-5 * torch.rand(rows, t, generator=g),  # [B, T]
+                   step_entropy=3 * torch.rand(rows, t, generator=g),  # [B, T]
+                   step_all_eos=torch.zeros(rows, t, dtype=torch.bool), sampler={"name": "synthetic"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,6 +87,11 @@ class CoupledGRPOObjective(remask.PolicyObjective):
         """The reference is only needed for the KL term (β ≠ 0)."""
         return self.config.beta != 0.0
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """The complementary pair of views, plus the fully masked one with ``full_view``."""
+        return (remask.ForwardPass(),) * (3 if self.config.full_view else 2)
+
     def prepare(self, *, rollout, advantages, selection, context) -> CoupledState:
         c = self.config
         advantages = row_advantages(advantages, rollout.batch_size, objective="coupled-grpo",

@@ -258,6 +258,18 @@ class DTRPOObjective(remask.PolicyObjective):
             reference_forwards=ref_forwards, schedule_matched_rows=n_synth,
         )
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """``single-pass``: one staircase pass over [prompt, y, z]; ``per-block``: block b reads P + (b+1)·B;
+        attention ``full``: one full-state pass per block (``auto`` assumes a model that takes 4-D masks)."""
+        n_blocks = -(-gen_length // block_length)
+        if self.config.attention == "full":
+            return (remask.ForwardPass(),) * n_blocks
+        if self.config.implementation == "per-block":
+            return tuple(remask.ForwardPass(completion_length=min(gen_length, (b + 1) * block_length) / gen_length)
+                         for b in range(n_blocks))
+        return (remask.ForwardPass(completion_length=2.0),)
+
     def prepare(self, *, rollout, advantages, selection, context) -> DTRPOState:
         if advantages.dim() != 1:
             raise DTRPOError(

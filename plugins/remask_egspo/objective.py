@@ -148,6 +148,11 @@ class EGSPOObjective(remask.PolicyObjective):
         logits = completion_logits(model, prompts, states[:, c])  # [B, L, V]
         return step_logprob_sums(logits, completion_ids, committed[:, c]), logits
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """One selected step per update (``cycle``) or all K of them (``all``)."""
+        return (remask.ForwardPass(),) * (1 if self.config.schedule == "cycle" else max(1, selected_steps))
+
     def prepare(
         self,
         *,

@@ -78,6 +78,11 @@ class ESPOObjective(remask.PolicyObjective):
     def _elbo(self, model: remask.DiffusionModel, views: NoisyViews, attention: Tensor, ids: Tensor) -> Tensor:
         return token_logprobs(model, views, attention, ids).sum(-1)  # [B]; weights are 0 outside the span
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """n_mc fixed-count views, doubled by their complements with ``complementary``."""
+        return (remask.ForwardPass(),) * (self.config.n_mc * (2 if self.config.complementary else 1))
+
     def prepare(self, *, rollout, advantages, selection, context) -> ESPOState:
         c = self.config
         advantages = row_advantages(advantages, rollout.batch_size, objective="espo",

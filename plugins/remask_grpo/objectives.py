@@ -186,6 +186,11 @@ class GRPOObjective(remask.PolicyObjective):
             return one_step_views(prompt_ids, prompt_attn, completion_ids, mask_id, p_mask_prompt=c.p_mask_prompt, seed=seed)
         return elbo_views(prompt_ids, completion_ids, mask_id, n_mc=c.n_mc, seed=seed)
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """One pass per view: 1 (one-step) or n_mc (ELBO)."""
+        return (remask.ForwardPass(),) * (1 if self.config.likelihood == "one-step" else self.config.n_mc)
+
     def prepare(self, *, rollout, advantages, selection, context) -> PolicyGradientState:
         c = self.config
         seeds = inner_step_seeds(context.generator, context.inner_steps, random_masking=c.random_masking,

@@ -95,6 +95,11 @@ class MDPOObjective(remask.PolicyObjective):
         div = tau + self.config.temperature_eps
         return div if div > 0 else 1.0
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """One pass over the K = num_train_steps trained states of every row."""
+        return (remask.ForwardPass(rows=min(self.config.num_train_steps, max(1, steps))),)
+
     def prepare(self, *, rollout, advantages, selection, context) -> MDPOState:
         c = self.config
         device = context.device if hasattr(context, "device") else context.policy.device

@@ -60,6 +60,11 @@ class SPGObjective(remask.PolicyObjective):
             "blocks); 0 turns it off (reference use_mask_prompt with 0.15)."
         )
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """num_t block-masked views."""
+        return (remask.ForwardPass(),) * self.config.num_t
+
     def prepare(self, *, rollout, advantages, selection, context) -> SPGState:
         c = self.config
         advantages = row_advantages(advantages, rollout.batch_size, objective="spg",

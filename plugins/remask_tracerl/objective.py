@@ -166,6 +166,11 @@ class TraceRLObjective(remask.PolicyObjective):
 
     # -- per rollout ----------------------------------------------------------------------------
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """One batched pass per trace chunk (the selector's K; every step with no selector), at most M rows each."""
+        return (remask.ForwardPass(),) * max(1, selected_steps or steps)
+
     def prepare(self, *, rollout, advantages, selection, context) -> TraceRLState:
         c = self.config
         if selection is None:  # no selector: every recorded step is its own chunk (σ = 1)

@@ -157,6 +157,11 @@ class TraflObjective(remask.PolicyObjective):
 
     # -- per rollout ----------------------------------------------------------------------------
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """Both masks of every complementary pair (the log Z head adds no policy pass)."""
+        return (remask.ForwardPass(),) * (2 * self.config.num_mask_pairs)
+
     def prepare(self, *, rollout: remask.Rollout, advantages: Tensor, selection: remask.StepSelection | None,
                 context: remask.StepContext) -> TraflState:
         c = self.config

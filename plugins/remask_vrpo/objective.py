@@ -94,6 +94,11 @@ class VRPOObjective(remask.PolicyObjective):
             1e-6, ge=0, description="Groups whose best and worst advantage differ by at most this give no pair."
         )
 
+    def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
+                    selected_steps: int) -> tuple[remask.ForwardPass, ...]:
+        """n_t · n_yt stratified views."""
+        return (remask.ForwardPass(),) * (self.config.n_t * self.config.n_yt)
+
     def prepare(self, *, rollout, advantages, selection, context) -> VRPOState:
         c = self.config
         if advantages.dim() != 1 or advantages.shape[0] != rollout.batch_size:

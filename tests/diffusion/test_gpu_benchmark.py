@@ -24,8 +24,10 @@ def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json(tmp_path):
             "    return {'title': 'extra', 'columns': ['n'], 'rows': [{'n': sum(p.numel() for p in model.module.parameters())}]}\n"
         )
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny"], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=600)
+    # two training rows per model (every objective: tests/planner/test_gpu_train_tiny.py), planned in a
+    # worker process as on a GPU machine
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--only", "d1,vrpo", "--plan-workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     report = json.loads(lines[-1])
@@ -38,3 +40,10 @@ def test_gpu_benchmark_tiny_runs_every_case_and_prints_table_and_json(tmp_path):
     assert len(report["sections"]) == 2
     if not own_train:
         assert report["sections"][1] == {"title": "extra", "rows": [{"n": report["parameters"]}]}
+    else:
+        train = report["sections"][1]["rows"]
+        assert [r["objective"] for r in train] == ["d1", "vrpo", "d1", "vrpo"]
+        for r in train:
+            assert r["loss+step s"] > 0 and r["predicted GiB"] > 0 and r["measured peak GiB"] is None
+        assert train[1]["predicted GiB"] > train[0]["predicted GiB"]  # 8 passes against one
+        assert "| model | objective | μ | loss passes |" in proc.stdout

@@ -1,7 +1,7 @@
 """``remask estimate CONFIG [--accelerate-config F] [--gpu-memory 80GB] [--prompt-length N]``
 
 Predicts the peak memory per process of each phase of a training step (rollout, prepare, loss) from
-the model's ``config.json`` on the meta device — no weights are loaded or downloaded — says whether
+the model's ``config.json`` and the objective's forward passes per loss call on the meta device — no weights are loaded or downloaded — says whether
 the largest fits in ``--gpu-memory``, and names the largest ``train.micro_batch_size`` that does.
 How the prediction is made and how close it came to measured peaks: :mod:`remask.planner` and
 ``docs/training.md`` (Memory).
@@ -29,7 +29,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @command("estimate", "predict peak memory per process of each training phase (no weights loaded)", _args)
 def _estimate(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..planner import format_bytes, parse_bytes, plan_from_config, sharding_from_accelerate
+    from ..planner import describe_passes, format_bytes, parse_bytes, plan_from_config, sharding_from_accelerate
 
     try:
         budget = parse_bytes(args.gpu_memory)
@@ -48,7 +48,8 @@ def _estimate(args: argparse.Namespace, extra: list[str]) -> int:
     if args.json:
         print(json.dumps({
             "config": args.config, "budget": budget, "processes": sharding.processes, "sharding": sharding.kind,
-            "parameters": plan.params, "trainable": plan.trainable,
+            "parameters": plan.params, "trainable": plan.trainable, "objective": plan.inputs.objective,
+            "loss_passes": [list(plan.inputs.pass_shape(p)) for p in plan.inputs.loss_passes],
             "phases": {k: {"total": v.total, **v.parts} for k, v in plan.phases.items()},
             "fits": peak.total <= budget, "largest_micro_batch": largest,
         }, indent=2))
@@ -62,6 +63,8 @@ def _estimate(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"per process: {sharding.processes} process(es), sharding {sharding.kind}; rollout {i.rollout_rows} rows, "
           f"micro-batch {i.micro_batch} rows, S = {i.prompt_length} prompt + {i.gen_length} generated, "
           f"KV cache {i.kv_cache}")
+    print(f"objective {i.objective}: {describe_passes(i)} with gradients per loss call; reference "
+          f"{'a frozen copy of the weights' if i.reference_copy else 'none, or the disabled adapter'}")
     print(f"{'phase':<9} {'peak':>11}   made of")
     for phase in plan.phases.values():
         parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in phase.parts.items() if v)
