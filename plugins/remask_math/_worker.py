@@ -65,11 +65,15 @@ def _two_stage_antlr() -> None:
     """Parse LaTeX with ANTLR's SLL prediction first and fall back to full LL only on failure.
 
     ANTLR guarantees that an SLL parse that succeeds returns the tree LL would return (SLL can only
-    fail spuriously, never mis-parse), so verdicts are unchanged; parsing is 2-3x faster. Installed
-    in worker processes only.
+    fail spuriously, never mis-parse), so verdicts are unchanged; parsing is 2-3x faster. The SLL
+    stage bails out at the first error (``BailErrorStrategy``, no recovery bookkeeping in ``sync``,
+    another ~15 % of a worker's time): latex2sympy2's error listener raises on any syntax error
+    anyway, so a recovered SLL parse never counted. Installed in worker processes only; tested
+    against the unpatched parser in ``tests/math/test_worker_parse.py``.
     """
     try:
         from antlr4.atn.PredictionMode import PredictionMode
+        from antlr4.error.ErrorStrategy import BailErrorStrategy
         from latex2sympy2_extended import latex2sympy2 as l2s
     except ImportError:  # pragma: no cover - other antlr/latex2sympy layouts: keep LL
         return
@@ -81,6 +85,7 @@ def _two_stage_antlr() -> None:
     def create_sll(self: Any, latex: str) -> Any:
         parser = ll_create(self, latex)
         parser._interp.predictionMode = PredictionMode.SLL
+        parser._errHandler = BailErrorStrategy()  # no recovery bookkeeping: any error means LL decides
         return parser
 
     def parse(self: Any, latex: str) -> Any:
