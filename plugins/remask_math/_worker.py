@@ -316,8 +316,13 @@ def _clearly_different(g: Any, p: Any) -> bool:
     then numerically, then by ``simplify``:
 
     * constants: their 30-digit values differ by more than 1e-9 relative, and with a decimal on
-      either side also by more than 1e-5: math-verify rounds a float to 6 decimals (each value
-      moves by at most 5e-7), and ``simplify`` cannot cancel a difference that large;
+      either side also by more than 1.01e-6: math-verify rounds a float to 6 decimals (each value
+      moves by at most 5e-7, so the rounded values differ too), and ``simplify`` cannot cancel it;
+    * finite sets of real constants (a lone constant counts as a set of one, as math-verify makes
+      it), each set's elements more than 1e-6 apart: different sizes, or, ordered by value as
+      math-verify orders them, one pair of elements clearly different as above. The sets are then
+      unequal as sets too, so neither sympy's set equality nor math-verify's pairwise rule can
+      find them equal;
     * expressions in free symbols (exact numbers only, none tiny or huge, no symbol assumed an
       integer): ``g - p`` is at least 1e-4 (relative) away from 0 at two positive real points. An
       identity that ``simplify`` proves holds at every such point, and a non-zero difference
@@ -326,6 +331,8 @@ def _clearly_different(g: Any, p: Any) -> bool:
     import sympy
 
     try:
+        if isinstance(g, sympy.FiniteSet) or isinstance(p, sympy.FiniteSet):
+            return _sets_clearly_different(g, p)
         if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
             return False
         if isinstance(g, sympy.Symbol) or isinstance(p, sympy.Symbol):
@@ -336,7 +343,7 @@ def _clearly_different(g: Any, p: Any) -> bool:
         symbols = g.free_symbols | p.free_symbols
         if not symbols:
             gv, pv = complex(g.evalf(30)), complex(p.evalf(30))
-            return _far(gv, pv, 1e-9) and (not floats or abs(gv - pv) > 1e-5)
+            return _far(gv, pv, 1e-9) and (not floats or abs(gv - pv) > 1.01e-6)
         if floats or len(symbols) > len(_PROBES[0]) or not (_moderate(g) and _moderate(p)):
             return False
         if any(not isinstance(x, sympy.Symbol) or x.is_integer is not False and x.is_integer is not None
@@ -351,6 +358,29 @@ def _clearly_different(g: Any, p: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - anything unusual goes to math-verify
         return False
+
+
+def _sets_clearly_different(g: Any, p: Any) -> bool:
+    import sympy
+
+    sides = []
+    for side in (g, p):
+        elements = list(side.args) if isinstance(side, sympy.FiniteSet) else [side]
+        if not elements or not all(isinstance(x, sympy.Expr) and not isinstance(x, sympy.Symbol) and not x.free_symbols
+                                   and not _has_unevaluated(x) for x in elements):
+            return False
+        values = [complex(x.evalf(30)) for x in elements]
+        if any(v.imag != 0 or v.real != v.real or abs(v.real) == float("inf") for v in values):
+            return False  # complex, infinite or undefined elements: math-verify's ordering is not plain numeric
+        reals = sorted(v.real for v in values)
+        if any(b - a <= 1e-6 * max(1.0, abs(a), abs(b)) for a, b in zip(reals, reals[1:])):
+            return False
+        sides.append((reals, any(x.atoms(sympy.Float) for x in elements)))
+    (gv, g_floats), (pv, p_floats) = sides
+    if len(gv) != len(pv):
+        return True
+    floats = g_floats or p_floats
+    return any(_far(a, b, 1e-9) and (not floats or abs(a - b) > 1.01e-6) for a, b in zip(gv, pv))
 
 
 def _far(gv: complex, pv: complex, tolerance: float) -> bool:

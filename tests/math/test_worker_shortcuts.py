@@ -33,6 +33,13 @@ EDGE = [
     ("3+4i", "3-4i"), ("\\sqrt{-1}", "i"), ("\\infty", "10^{100}"), ("x", "y"), ("2x", "x+x"), ("xy", "yx"),
     ("\\frac{\\sqrt{3}}{2}", "\\sin\\frac{\\pi}{3}"), ("\\frac{\\sqrt{3}}{2}", "\\cos\\frac{\\pi}{3}"), ("50\\%", "0.5"),
     ("x^{100}", "x^{99}"), ("\\frac{1}{10^{12}}", "0"), ("1.0000001", "1"), ("1.00001", "1"), ("1.0001", "1"),
+    ("1.000002", "1"), ("1.0000015", "1"), ("0.0000015", "0"),
+    # finite sets (a lone value counts as a set of one)
+    ("9 \\pm \\sqrt{21}", "9 + \\sqrt{21}"), ("9 \\pm \\sqrt{21}", "10 \\pm \\sqrt{21}"), ("\\{1, 2\\}", "\\{1, 2.0000001\\}"),
+    ("\\{1, 2\\}", "\\{1, 2.000002\\}"), ("\\{1, 2\\}", "3"), ("\\{1\\}", "1"), ("\\{1\\}", "2"), ("\\{1, 2\\}", "\\{2, 1, 1\\}"),
+    ("\\{(1+\\sqrt{2})^2, 3+2\\sqrt{2}\\}", "\\{3+2\\sqrt{2}\\}"), ("\\{1, 2\\}", "\\{1, 2, 3\\}"), ("\\{i, -i\\}", "\\{1, -1\\}"),
+    ("\\{\\frac{1}{3}, 2\\}", "\\{0.333333, 2\\}"), ("\\{\\frac{1}{3}, 2\\}", "\\{0.3333, 2\\}"), ("1, 2", "(1, 2)"),
+    ("\\{1, 2\\}", "[1, 2]"), ("\\{-\\infty, 1\\}", "\\{1\\}"), ("\\{1, 10^{-12}\\}", "\\{1, 0\\}"),
 ]
 
 _SCRIPT = r"""
@@ -68,7 +75,7 @@ def test_shortcut_only_where_math_verify_says_false():
     pairs = list(EDGE)
     for seed in range(2, 8):
         rng = random.Random(seed)
-        for mix in (bench.BEYOND, bench.MIX):
+        for mix in (bench.BEYOND, bench.MIX, bench.NEWLY_EXACT):
             for kind in mix:
                 gold, forms = bench.answer_forms(kind, rng)
                 pairs.extend((gold, form) for form in forms)
