@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py                 # one GPU; no rollout case starts after --budget-s (330 s)
     python benchmarks/gpu.py --tiny          # the same code path on the CPU in seconds (a test runs this)
+    python benchmarks/gpu.py --only d1,vrpo  # training rows of some objectives only (gpu_train.py)
 
 The model has LLaDA-8B-Instruct's shape (32 layers, d_model 4096, MLP 12288, vocabulary 126,464),
 random weights, built on the meta device and materialised on the GPU in bfloat16 — no download.
@@ -17,7 +18,8 @@ Sections: the rollout section below, plus ``section(model, args)`` of any module
 returns a :class:`Section` or a dict ``{"title", "columns", "rows"}``; ``args.budget`` is the shared
 :class:`Budget` (``args.budget.ok()``), ``args.tiny`` says whether this is the CPU check.
 A rollout case that would start after ``--budget-s`` seconds (default 330, leaving room for the
-training section inside the 8-minute target) is reported as skipped, not run.
+training section inside the 8-minute target) is reported as skipped, not run; so is a training row
+that would start after ``--budget-total-s`` (460).
 """
 
 from __future__ import annotations

@@ -258,22 +258,24 @@ def section(model: Any, args: Any) -> Any:
     plans: dict[tuple[str, str], Any] = {}
     jobs: dict[tuple[Any, ...], Any] = {}  # one plan per distinct architecture and pass structure
     try:
-        for size, label, m in models:
-            base_config = m.module.config
-            dtype = str(m.torch_dtype).split(".")[-1]
+        prepared = []
+        for size, label, m in models:  # plans first: they run on the CPU while the GPU measures
+            base_config, dtype = m.module.config, str(m.torch_dtype).split(".")[-1]
             n = sum(p.numel() for p in m.module.parameters())
+            cases = {name: objective_case(name) for name in only}  # own instances per model (setup)
+            passes = {name: loss_passes(case, shape) for name, case in cases.items()}
+            for name in only:
+                key = (base_config.to_json_string(), dtype, passes[name])
+                if key not in jobs:
+                    call = (_plan, base_config, dtype, shape, r, passes[name], name)
+                    jobs[key] = pool.submit(*call) if pool else call
+                plans[size, name] = jobs[key]
+            prepared.append((size, label, m, n, cases, passes))
+        for size, label, m, n, cases, passes in prepared:
             m.apply_lora(LoraSettings(r=r, alpha=r / 2, target_modules=D1_TARGETS))
             m.enable_gradient_checkpointing()
             reference = make_reference(m, lora=True)
             try:
-                cases = {name: objective_case(name) for name in only}
-                passes = {name: loss_passes(case, shape) for name, case in cases.items()}
-                for name in only:  # plans first: they run on the CPU while the GPU measures
-                    key = (base_config.to_json_string(), dtype, passes[name])
-                    if key not in jobs:
-                        call = (_plan, base_config, dtype, shape, r, passes[name], name)
-                        jobs[key] = pool.submit(*call) if pool else call
-                    plans[size, name] = jobs[key]
                 for name in only:
                     size_text = f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
                     row: dict[str, Any] = {"model": f"{label} ({size_text})", "objective": name,
@@ -285,8 +287,14 @@ def section(model: Any, args: Any) -> Any:
                     try:
                         row.update(measure(ObjectiveStep(cases[name], m, reference, shape), repeats[size]))
                     except torch.cuda.OutOfMemoryError:
+                        m.module.zero_grad(set_to_none=True)
                         row["prepare s"] = "out of memory"
                         row["measured peak GiB"] = f"> {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f}"
+                    except Exception as exc:  # noqa: BLE001 - on the GPU one broken row must not lose the others
+                        if tiny:
+                            raise
+                        m.module.zero_grad(set_to_none=True)
+                        row["prepare s"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
                     print(f"  train {label} {name}: prepare {row.get('prepare s')} s, loss+step "
@@ -295,12 +303,20 @@ def section(model: Any, args: Any) -> Any:
             finally:
                 m.module = m.module.unload()  # the rollout model again, without the adapter
                 m.eval()
-        done: dict[int, float] = {}
+        done: dict[int, float | str] = {}
         for row, key in zip(sec.rows, [(s, n) for s, _, _ in models for n in only]):
             job = plans[key]
             if id(job) not in done:
-                done[id(job)] = job.result() if pool else job[0](*job[1:])
+                try:
+                    done[id(job)] = job.result() if pool else job[0](*job[1:])
+                except Exception as exc:  # noqa: BLE001 - keep the measured rows
+                    if tiny:
+                        raise
+                    done[id(job)] = f"plan failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
             predicted = done[id(job)]
+            if isinstance(predicted, str):
+                row["predicted GiB"] = predicted
+                continue
             row["predicted GiB"] = round(predicted, 3)
             measured = row.get("measured peak GiB")
             row["pred/meas"] = round(predicted / measured, 2) if isinstance(measured, float) and measured else None
@@ -390,10 +406,38 @@ def cpu_prediction(name: str, overrides: dict[str, Any] | None = None, r: int = 
     return max(plan.phases["prepare"].total, plan.phases["loss"].total)
 
 
+#: the CPU check's objectives: one pass, n_t passes, one staircase pass of P + 2L, one pass of K·M rows
+CPU_CASES: tuple[tuple[str, dict[str, Any]], ...] = (("d1", {}), ("vrpo", {"objective.n_t": 4}), ("dtrpo", {}),
+                                                      ("mdpo", {}))
+
+
+def cpu_peaks_table() -> None:
+    """``python benchmarks/gpu_train.py --cpu-peaks``: measured and predicted peaks of :data:`CPU_CASES`."""
+    from remask.interfaces import ForwardPass
+
+    m, s = CPU_MODEL, CPU_SHAPE
+    print(f"LLaDA-shaped d_model {m['d_model']}, {m['layers']} layers, MLP {m['mlp']}, vocabulary {m['vocab']}, "
+          f"float32, LoRA r=16 (d1's targets), no checkpointing; micro-batch {s.rows}, S = {s.prompt_length} + "
+          f"{s.gen_length}; 1 torch thread, torch {torch.__version__}")
+    print("| objective | loss passes | measured MiB | predicted MiB | pred/meas | one-pass plan / meas |")
+    print("|---|---|---|---|---|---|")
+    for name, overrides in CPU_CASES:
+        measured = cpu_peak(name, overrides)
+        predicted = cpu_prediction(name, overrides)
+        uniform = cpu_prediction(name, overrides, passes=(ForwardPass(),))
+        passes = _describe(loss_passes(objective_case(name, overrides), s), s)
+        label = name + "".join(f", {k.split('.')[-1]} {v}" for k, v in overrides.items())
+        print(f"| {label} | {passes} | {measured / 2**20:.1f} | {predicted / 2**20:.1f} | "
+              f"{predicted / measured:.2f} | {uniform / measured:.2f} |", flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--cpu-peak-worker":
         import json
 
         print(json.dumps(_cpu_peak_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
+    elif sys.argv[1:] == ["--cpu-peaks"]:
+        cpu_peaks_table()
     else:
-        raise SystemExit("gpu_train.py is the training section of gpu.py: run python benchmarks/gpu.py [--tiny]")
+        raise SystemExit("gpu_train.py is the training section of gpu.py (python benchmarks/gpu.py [--tiny]); "
+                         "python benchmarks/gpu_train.py --cpu-peaks checks the planner per objective on the CPU")
