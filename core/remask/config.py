@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, RemaskError
 from .interfaces import ComponentConfig
 from .registry import Registry, get_registry
 
@@ -159,7 +159,7 @@ class EvalConfig(_Strict):
     greedy: bool = Field(True, description="Decode greedily (temperature 0) for accuracy.")
     batch_size: int = Field(64, ge=1, description="Prompts per sampler call.")
     sampler: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the sampler section for evaluation (e.g. steps)."
+        default_factory=dict, description="Overrides of the sampler section for evaluation (e.g. steps); with `name`, another sampler with its own defaults (gen_length, block_length and steps carried over)."
     )
     gen_lengths: list[int] = Field(default_factory=list, description="Evaluate at several generation lengths.")
     before_training: bool = Field(False, description="`remask train` evaluates before the first step.")
@@ -323,6 +323,43 @@ def _parse_component(
     return ComponentSpec(name=name, params=validated)
 
 
+def eval_sampler_config(sampler: ComponentSpec, eval_config: EvalConfig, registry: Registry, *,
+                        gen_length: int | None = None) -> tuple[type, ComponentConfig]:
+    """The evaluation sampler's class and validated config: the pipeline's sampler with the
+    ``eval.sampler`` overrides, temperature 0 when ``eval.greedy``, ``gen_length`` when given.
+
+    When ``eval.sampler`` names another sampler (``name: llada``), evaluation uses that sampler with
+    its own defaults plus the other ``eval.sampler`` fields; only the answer's shape (``gen_length``,
+    ``block_length``, ``steps``) is carried over from the training sampler. That holds evaluation
+    fixed across pipelines that train with different samplers (``remask compare``).
+    Raises :class:`ConfigError` with one line per problem, located under ``eval.sampler``."""
+    own = dict(eval_config.sampler)
+    name = str(own.pop("name", sampler.name))
+    try:
+        cls = registry.get("sampler", name)
+    except RemaskError as exc:  # unknown name, with the known ones listed
+        raise ConfigError([f"eval.sampler.name: {exc}"]) from None
+    fields = cls.Config.model_fields
+    base = sampler.params.model_dump()
+    if name == sampler.name:
+        params = base
+    else:
+        params = {k: base[k] for k in ("gen_length", "block_length", "steps") if k in base and k in fields}
+    params.update(own)
+    if eval_config.greedy and "temperature" in fields:
+        params["temperature"] = 0.0
+    if gen_length is not None:
+        if "gen_length" not in fields:
+            raise ConfigError([f"eval.gen_lengths: sampler {name!r} has no gen_length field"])
+        params["gen_length"] = gen_length
+        if "block_length" in fields and params.get("block_length", 0) > gen_length:
+            params["block_length"] = gen_length
+    try:
+        return cls, cls.Config.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigError(_validation_lines(exc, ["eval", "sampler"], cls.Config)) from None
+
+
 def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | None = None) -> PipelineConfig:
     """Validate plain data (as loaded from YAML). Raises :class:`ConfigError` listing every problem."""
     reg = registry or get_registry()
@@ -360,6 +397,11 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
             problems.extend(_validation_lines(exc, [section], model))
     if not problems:
         problems.extend(_check_batch_arithmetic(built))
+    if not problems and "sampler" in built:  # evaluation's sampler, checked before any training
+        try:
+            eval_sampler_config(built["sampler"], built["eval"], reg)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return PipelineConfig(source=source, **built)

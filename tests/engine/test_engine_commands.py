@@ -134,6 +134,29 @@ def test_eval_sampler_overrides(fakes, make_config):
         build_eval_sampler(cfg.sampler, cfg.eval.model_copy(update={"sampler": {"nope": 1}}))
 
 
+def test_eval_sampler_named_replaces_the_training_sampler(fakes, make_config):
+    """`eval.sampler.name` holds evaluation fixed across pipelines that train with other samplers."""
+    cfg = make_config(sections={"sampler": {"name": "fast-dllm", "gen_length": 6, "block_length": 3, "steps": 6,
+                                            "threshold": 0.5, "temperature": 1.0},
+                                "eval": {"sampler": {"name": "llada", "remasking": "random"}}})
+    sampler = build_eval_sampler(cfg.sampler, cfg.eval)
+    assert sampler.name == "llada"
+    c = sampler.config
+    assert (c.gen_length, c.block_length, c.steps, c.remasking, c.temperature) == (6, 3, 6, "random", 0.0)
+    # the same name as the training sampler keeps the overrides' meaning
+    cfg = make_config(sections={"eval": {"sampler": {"name": "fake-sampler", "steps": 2}}})
+    assert build_eval_sampler(cfg.sampler, cfg.eval).config.model_dump() == {**cfg.sampler.params.model_dump(), "steps": 2}
+
+
+def test_eval_sampler_is_validated_with_the_config(make_config):
+    """A typo under eval.sampler stops `remask validate`, not the evaluation after training."""
+    for sampler, match in (({"nope": 1}, r"eval\.sampler\.nope"), ({"name": "llda"}, r"eval\.sampler\.name: .*llada"),
+                           ({"name": "llada", "steps": 0}, r"eval\.sampler\.steps")):
+        with pytest.raises(remask.ConfigError, match=match) as info:
+            make_config(sections={"eval": {"sampler": sampler}})
+        assert all("\n" not in line for line in info.value.problems)
+
+
 def test_train_eval_before_and_after_prints_summary(make_config, capsys):
     cfg = make_config(max_steps=2, sections={"eval": {"limit": 3, "before_training": True, "after_training": True}})
     result = train(cfg)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .. import lockstep
-from ..config import ComponentSpec, EvalConfig
+from ..config import ComponentSpec, EvalConfig, eval_sampler_config
 from ..errors import ConfigError
 from ..interfaces import DiffusionModel, Sampler, Task
 from ..registry import Registry, get_registry
@@ -64,24 +64,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def build_eval_sampler(sampler_spec: ComponentSpec, eval_config: EvalConfig, *, gen_length: int | None = None,
                        registry: Registry | None = None) -> Sampler:
-    """The pipeline's sampler with ``eval.sampler`` overrides, greedy when ``eval.greedy``."""
-    reg = registry or get_registry()
-    cls = reg.get("sampler", sampler_spec.name)
-    params = sampler_spec.params.model_dump()
-    params.update(eval_config.sampler)
-    fields = cls.Config.model_fields
-    if eval_config.greedy and "temperature" in fields:
-        params["temperature"] = 0.0
-    if gen_length is not None:
-        if "gen_length" not in fields:
-            raise ConfigError([f"eval.gen_lengths: sampler {sampler_spec.name!r} has no gen_length field"])
-        params["gen_length"] = gen_length
-        if "block_length" in fields and params.get("block_length", 0) > gen_length:
-            params["block_length"] = gen_length
-    try:
-        return cls(cls.Config.model_validate(params))
-    except Exception as exc:  # pydantic ValidationError -> one line naming the section
-        raise ConfigError([f"eval.sampler: invalid settings for sampler {sampler_spec.name!r}: {exc}"]) from None
+    """The evaluation sampler: :func:`remask.config.eval_sampler_config` built."""
+    cls, config = eval_sampler_config(sampler_spec, eval_config, registry or get_registry(), gen_length=gen_length)
+    return cls(config)
 
 
 def _gather(accelerator: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
