@@ -26,8 +26,10 @@ without changing the step's shapes; MDPO therefore recomputes its per-step predi
 Columns: ``loss passes`` is what the objective declares (``PolicyObjective.loss_passes``: passes
 with gradients per ``loss`` call, ``[rows, sequence]``); ``prepare s`` / ``loss+step s`` are
 medians over the repeats after one warm-up step (synchronised wall time; process CPU time with
-``--tiny``); ``measured peak GiB`` is ``torch.cuda.max_memory_allocated`` over prepare + loss +
-step (n/a on the CPU); ``predicted GiB`` the planner's larger of its ``prepare`` and ``loss``
+``--tiny``); ``measured peak GiB`` is the growth of ``torch.cuda.max_memory_allocated`` over the
+warmed-up process during prepare + loss + step, plus the bytes of this model's weights and AdamW
+states (the other model of the table stays on the GPU and is not counted; n/a on the CPU);
+``predicted GiB`` the planner's larger of its ``prepare`` and ``loss``
 phases (:func:`remask.planner.plan_memory` on the meta device with that objective's passes).
 The plans run in a pool of CPU processes while the GPU measures (``--plan-workers``; inline with
 ``--tiny``), since an 8B meta-device plan takes 10-60 s of CPU.
@@ -199,6 +201,7 @@ def measure(step: ObjectiveStep, repeats: int) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()  # both models' weights, this step's AdamW states, ...
     prep, loss = [], []
     for _ in range(repeats):
         t0 = clock(device)
@@ -211,8 +214,15 @@ def measure(step: ObjectiveStep, repeats: int) -> dict[str, Any]:
         loss.append(t2 - t1)
     if not torch.isfinite(torch.tensor(value)):
         raise RuntimeError(f"objective {step.case.name}: non-finite loss {value}")
+    peak = None
+    if cuda:  # growth over the warmed-up state + this model's weights and AdamW states (as the CPU check):
+        # the other model of the table stays resident and must not count
+        weights = sum(p.numel() * p.element_size() for p in step.model.module.parameters())
+        states = sum(t.numel() * t.element_size() for st in step.optimizer.state.values() for t in st.values()
+                     if torch.is_tensor(t))
+        peak = round((torch.cuda.max_memory_allocated() - base + weights + states) / 2**30, 2)
     return {"prepare s": round(statistics.median(prep), 3), "loss+step s": round(statistics.median(loss), 3),
-            "measured peak GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+            "measured peak GiB": peak}
 
 
 def _describe(passes: tuple[Any, ...], shape: Shape) -> str:
@@ -254,7 +264,8 @@ def section(model: Any, args: Any) -> Any:
     one_b = random_llada(**small)
     models = (("small", "LLaDA-shaped 1.3B" if not tiny else "LLaDA-shaped small", one_b),
               ("large", "LLaDA-shaped 8B" if not tiny else "LLaDA-shaped (gpu.py's model)", model))
-    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+    pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=torch.set_num_threads, initargs=(1,)) if workers else None
     plans: dict[tuple[str, str], Any] = {}
     jobs: dict[tuple[Any, ...], Any] = {}  # one plan per distinct architecture and pass structure
     try:
@@ -264,7 +275,7 @@ def section(model: Any, args: Any) -> Any:
             n = sum(p.numel() for p in m.module.parameters())
             cases = {name: objective_case(name) for name in only}  # own instances per model (setup)
             passes = {name: loss_passes(case, shape) for name, case in cases.items()}
-            for name in only:
+            for name in sorted(only, key=lambda k: -len(passes[k])):  # longest plans start first
                 key = (base_config.to_json_string(), dtype, passes[name])
                 if key not in jobs:
                     call = (_plan, base_config, dtype, shape, r, passes[name], name)
