@@ -163,6 +163,7 @@ def api_reference() -> str:
     lines += _record_section(interfaces.DataFilterContext)
     lines += ["## Interfaces (`remask.interfaces`)", "", _doc(interfaces), ""]
     lines += _record_section(interfaces.ModelOutput)
+    lines += _record_section(interfaces.ForwardPass)
     for name in ("Component", "DiffusionModel", "Sampler", "RewardModel", "StepSelector", "AdvantageEstimator",
                  "PolicyObjective", "LikelihoodEstimator", "Task", "DataFilter"):
         lines += _interface_section(getattr(interfaces, name))
