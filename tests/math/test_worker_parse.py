@@ -17,6 +17,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 _PLUGINS = pathlib.Path(__file__).resolve().parents[2] / "plugins"
 
 _SCRIPT = r"""
@@ -86,6 +88,7 @@ def _generated_spans() -> list[str]:
     return sorted(set(spans))
 
 
+@pytest.mark.slow
 def test_worker_parses_like_latex2sympy2():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_PLUGINS), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(SPANS + _generated_spans())], capture_output=True, text=True,
