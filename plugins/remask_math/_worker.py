@@ -337,7 +337,7 @@ def _clearly_different(g: Any, p: Any) -> bool:
             return False
         if isinstance(g, sympy.Symbol) or isinstance(p, sympy.Symbol):
             return False
-        if _has_unevaluated(g) or _has_unevaluated(p):
+        if _has_unevaluated(g) or _has_unevaluated(p) or _has_limit_process(g) or _has_limit_process(p):
             return False
         floats = bool(g.atoms(sympy.Float) or p.atoms(sympy.Float))
         symbols = g.free_symbols | p.free_symbols
@@ -360,6 +360,13 @@ def _clearly_different(g: Any, p: Any) -> bool:
         return False
 
 
+def _has_limit_process(expr: Any) -> bool:
+    """Integrals, sums, products, limits, derivatives: evaluating them numerically can take seconds."""
+    import sympy
+
+    return bool(expr.has(sympy.Integral, sympy.Sum, sympy.Product, sympy.Limit, sympy.Derivative))
+
+
 def _sets_clearly_different(g: Any, p: Any) -> bool:
     import sympy
 
@@ -367,7 +374,7 @@ def _sets_clearly_different(g: Any, p: Any) -> bool:
     for side in (g, p):
         elements = list(side.args) if isinstance(side, sympy.FiniteSet) else [side]
         if not elements or not all(isinstance(x, sympy.Expr) and not isinstance(x, sympy.Symbol) and not x.free_symbols
-                                   and not _has_unevaluated(x) for x in elements):
+                                   and not _has_unevaluated(x) and not _has_limit_process(x) for x in elements):
             return False
         values = [complex(x.evalf(30)) for x in elements]
         if any(v.imag != 0 or v.real != v.real or abs(v.real) == float("inf") for v in values):
