@@ -308,6 +308,18 @@ def _check_config(cls: type[Component]) -> list[str]:
     return problems
 
 
+def _check_loss_passes(objective: PolicyObjective, rollout: Rollout, seen: list[tuple[int, int]]) -> list[str]:
+    """The passes ``loss`` ran against what ``loss_passes`` declares (what the memory planner sizes)."""
+    m, p, gen = rollout.batch_size, rollout.prompts.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    declared = objective.loss_passes(gen_length=gen, block_length=rollout.block_length,
+                                     steps=rollout.num_steps, selected_steps=0)
+    want = sorted((max(1, math.ceil(d.rows * m)), p + max(1, math.ceil(d.completion_length * gen))) for d in declared)
+    if sorted(seen) == want:
+        return []
+    return [f"loss ran {len(seen)} forward pass(es) with gradients of [rows, sequence] {sorted(seen)}, but "
+            f"loss_passes() declares {want} (the memory planner sizes the declared ones; override loss_passes)"]
+
+
 def check_component(cls: type[Component], config: ComponentConfig | None = None, *,
                     model: DiffusionModel | None = None) -> list[str]:
     """Run the contract checks of ``cls``'s kind; return a list of problems (empty = conforms).
@@ -368,7 +380,18 @@ def check_component(cls: type[Component], config: ComponentConfig | None = None,
         ctx = fake_context(fake)
         adv = torch.linspace(-1, 1, ro.batch_size)
         state = inst.prepare(rollout=ro, advantages=adv, selection=None, context=ctx)
-        out = inst.loss(state, inner_step=0, context=ctx)
+        seen: list[tuple[int, int]] = []  # (rows, sequence) of every pass with gradients
+
+        def record(module: Any, args: tuple) -> None:
+            if torch.is_grad_enabled():
+                seen.append((int(args[0].shape[0]), int(args[0].shape[1])))
+
+        handle = fake.module.register_forward_pre_hook(record)
+        try:
+            out = inst.loss(state, inner_step=0, context=ctx)
+        finally:
+            handle.remove()
+        problems.extend(_check_loss_passes(inst, ro, seen))
         if out.loss.dim() != 0 or not torch.isfinite(out.loss):
             problems.append("loss must be a finite scalar")
         elif out.loss.requires_grad:

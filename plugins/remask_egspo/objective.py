@@ -150,8 +150,11 @@ class EGSPOObjective(remask.PolicyObjective):
 
     def loss_passes(self, *, gen_length: int, block_length: int, steps: int,
                     selected_steps: int) -> tuple[remask.ForwardPass, ...]:
-        """One selected step per update (``cycle``) or all K of them (``all``)."""
-        return (remask.ForwardPass(),) * (1 if self.config.schedule == "cycle" else max(1, selected_steps))
+        """One selected step per update (``cycle``) or all K of them (``all``); with no selector
+        (``selected_steps`` 0) every one of the T steps at each update, whatever the schedule."""
+        if self.config.schedule == "cycle" and selected_steps:
+            return (remask.ForwardPass(),)
+        return (remask.ForwardPass(),) * max(1, selected_steps or steps)
 
     def prepare(
         self,
