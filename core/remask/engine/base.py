@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -258,6 +259,10 @@ class Engine:
         # FSDP: the engine sharded the policy itself (above); accelerate wraps only under DeepSpeed
         self.wrapped = acc.distributed_type == DistributedType.DEEPSPEED
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        if (not self.deepspeed and self.is_main and acc.distributed_type == DistributedType.MULTI_CPU
+                and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"):
+            log.warning("DeepSpeed config on a host without GPUs: accelerate runs it as plain data parallel "
+                        "(nothing is sharded); use examples/accelerate/fsdp.yaml to shard on CPU")
         if self.deepspeed:
             rows = t.prompts_per_step // self.world * t.group_size
             if t.micro_batch_size not in (0, rows):
