@@ -11,7 +11,7 @@ materialised with random weights, nothing is downloaded. With ``--model-path`` a
 (the task's own ``is_correct``) is reported beside the speed.
 
 Overhead = sampler time / Σ (bare forward time of each pass it ran): a block's first pass is timed as
-one bare full pass, each later pass as one bare pass of the same batch under the same cache policy
+one bare full pass, each later pass as one bare pass of the same batch, block and cache policy
 (both through the samplers' own ``BlockForward``), so 1.00 means the sampler costs nothing beyond its
 forward passes. On a shared machine that end-to-end ratio swings by ±10 %, so each sampler is also
 timed with the forward pass replaced by replayed logits (its own per-step work alone, as in
@@ -114,25 +114,30 @@ def clock(device: torch.device) -> float:
 
 
 def bare_pass_seconds(model: DiffusionModel, prompts: PromptBatch, gen_length: int, block_length: int,
-                      policy: str, repeats: int) -> tuple[float, float]:
-    """(one full pass, one later pass of a block under ``policy``), medians, on the middle block."""
+                      policy: str, repeats: int) -> tuple[float, dict[int, float]]:
+    """(one full pass, {block start: one later pass of that block under ``policy``}), medians.
+
+    Every block is timed: a prefix-cached pass feeds the block *and* the suffix, so its cost falls
+    from the first block to the last (a single middle block would misstate the sum)."""
     device = model.device
     b, p = prompts.prompt_ids.shape
     x = torch.cat([prompts.prompt_ids, torch.full((b, gen_length), model.mask_token_id)], 1).to(device)
     attn = torch.cat([prompts.attention_mask.bool(), torch.ones(b, gen_length, dtype=torch.bool)], 1).to(device)
-    lo = p + (gen_length // block_length // 2) * block_length
     passes = BlockForward(model, attn, policy)
-    full, later = [], []
+    full: list[float] = []
+    later: dict[int, list[float]] = {}
     with torch.no_grad():
         for r in range(repeats + 1):
-            passes.start_block(lo, lo + block_length)
-            t = clock(device)
-            passes(x)
-            full.append(clock(device) - t)
-            t = clock(device)
-            passes(x)
-            later.append(clock(device) - t)
-    return statistics.median(full[1:]), statistics.median(later[1:])
+            for lo in range(p, p + gen_length, block_length):
+                passes.start_block(lo, lo + block_length)
+                t = clock(device)
+                passes(x)
+                full.append(clock(device) - t)
+                t = clock(device)
+                passes(x)
+                later.setdefault(lo, []).append(clock(device) - t)
+    skip = gen_length // block_length  # the first round is a warm-up
+    return statistics.median(full[skip:]), {lo: statistics.median(v[1:]) for lo, v in later.items()}
 
 
 class PassClock:
@@ -141,11 +146,13 @@ class PassClock:
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.seconds, self._call = device, 0.0, BlockForward.__call__
+        self.calls: list[tuple[int, bool]] = []  # (block start, full pass?) of every pass
 
     def __enter__(self) -> "PassClock":
         call, timer = self._call, self
 
         def timed(passes: BlockForward, x: torch.Tensor) -> torch.Tensor:
+            timer.calls.append((passes.lo, passes.policy == "none" or passes.cache is None))
             t = clock(timer.device)
             out = call(passes, x)
             timer.seconds += clock(timer.device) - t
@@ -158,19 +165,21 @@ class PassClock:
         BlockForward.__call__ = self._call  # type: ignore[method-assign]
 
 
-def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repeats: int) -> tuple[float, float, Any]:
-    """(median rollout seconds, median seconds inside model passes, last rollout) over ``repeats``
-    runs after one warm-up run."""
+def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch,
+                 repeats: int) -> tuple[float, float, Any, list[tuple[int, bool]]]:
+    """(median rollout seconds, median seconds inside model passes, last rollout, its passes as
+    (block start, full pass?)) over ``repeats`` runs after one warm-up run."""
     device = model.device
     sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))  # warm-up
-    times, inside, rollout = [], [], None
+    times, inside, rollout, calls = [], [], None, []
     for r in range(repeats):
         with PassClock(device) as passes:
             t = clock(device)
             rollout = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(r))
             times.append(clock(device) - t)
         inside.append(passes.seconds)
-    return statistics.median(times), statistics.median(inside), rollout
+        calls = passes.calls
+    return statistics.median(times), statistics.median(inside), rollout, calls
 
 
 def cases(gen_length: int, block_length: int, steps: int, temperature: float,
@@ -224,6 +233,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: gen-length (one token per step)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per case (median) after one warm-up")
+    ap.add_argument("--only", default=None, help="comma-separated parts of case labels: run only those cases")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--thresholds", default="0.9",
@@ -255,7 +265,8 @@ def main() -> None:
     bare = {pol: bare_pass_seconds(model, prompts, args.gen_length, args.block_length, pol, 3)
             for pol in ("none", "prefix", "dual")}
     print("bare passes (ms): full " + f"{bare['none'][0] * 1e3:.1f}" + "".join(
-        f", {pol}-cached {bare[pol][1] * 1e3:.1f}" for pol in ("prefix", "dual")))
+        f"; {pol}-cached, block by block: " + " / ".join(f"{v * 1e3:.1f}" for v in bare[pol][1].values())
+        for pol in ("prefix", "dual")))
     print()
     head = ("| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / Σ bare passes | "
             "passes in loop / Σ bare passes | own work per step in loop (ms) | "
@@ -270,7 +281,6 @@ def main() -> None:
             head, rule = head + " digits right |", rule + "---:|"
     print(head)
     print(rule)
-    n_blocks = args.gen_length // args.block_length
     base = None
     with torch.no_grad():
         x0 = torch.cat([prompts.prompt_ids, torch.full((prompts.batch_size, args.gen_length), model.mask_token_id)], 1)
@@ -279,19 +289,21 @@ def main() -> None:
         replay_logits = model.logits(x0.to(model.device), a0.to(model.device))  # [B, P+L, V]
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     for label, cls, cfg in cases(args.gen_length, args.block_length, steps, args.temperature, thresholds):
+        if args.only and not any(part in label for part in args.only.split(",")):
+            continue
         sampler = cls(cls.Config(**cfg))
-        seconds, inside, rollout = time_rollout(sampler, model, prompts, args.repeats)
+        seconds, inside, rollout, calls = time_rollout(sampler, model, prompts, args.repeats)
         full, later = bare[cfg["cache"]]
-        n_full = rollout.nfe if cfg["cache"] == "none" else n_blocks
-        expected = n_full * full + (rollout.nfe - n_full) * later
-        base = base or seconds
+        expected = sum(full if first else later[lo] for lo, first in calls)  # Σ bare passes of this run
+        base = seconds if label == "llada, no cache" else base
         model.forward = LogitsReplay(model, replay_logits)  # instance attribute shadows the method
         try:
-            own, _, own_rollout = time_rollout(sampler, model, prompts, args.repeats)
+            own, _, own_rollout, _ = time_rollout(sampler, model, prompts, args.repeats)
         finally:
             del model.forward
         per_step = own / own_rollout.nfe
-        row = (f"| {label} | {rollout.nfe} | {seconds:.2f} | {base / seconds:.2f}× | {seconds / expected:.3f} | "
+        speedup = f"{base / seconds:.2f}×" if base else "–"
+        row = (f"| {label} | {rollout.nfe} | {seconds:.2f} | {speedup} | {seconds / expected:.3f} | "
                f"{inside / expected:.3f} | {(seconds - inside) / rollout.nfe * 1e3:.1f} | "
                f"{per_step * 1e3:.1f} | {1 + per_step / (expected / rollout.nfe):.3f} |")
         if task is not None:
