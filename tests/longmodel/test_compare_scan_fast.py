@@ -83,3 +83,48 @@ def test_fast_dllm_dual_pipeline_trains_two_steps(configs, tmp_path):
     nfe = [row["diffusion/nfe"] for row in logged if "diffusion/nfe" in row]
     assert losses and all(math.isfinite(x) for x in losses), losses
     assert nfe and all(32 <= n < 64 for n in nfe), nfe
+
+
+def test_uncapped_addendum_shares_the_protocol(spec_and_base, configs):
+    """docs/results/compare-scan-fast/uncapped/spec.yaml: the same base, seeds, budget and evaluation; its one
+    pipeline is the fast-dllm pipeline without the per-step cap."""
+    spec, _ = spec_and_base
+    addendum, base = load_compare_spec(REPORT / "uncapped" / "spec.yaml")
+    assert (addendum.seeds, addendum.budget, addendum.eval) == (spec.seeds, spec.budget, spec.eval)
+    (entry,) = addendum.pipelines
+    cfg = parse_config(pipeline_raw_config(base, addendum, entry, 0, Path("runs/x")), source=entry.name)
+    capped = configs["fast-dllm-dual"]
+    assert cfg.sampler.params.max_tokens_per_step is None
+    assert cfg.sampler.params.model_dump(exclude={"max_tokens_per_step"}) == \
+        capped.sampler.params.model_dump(exclude={"max_tokens_per_step"})
+    assert cfg.train.model_dump(exclude={"output_dir"}) == capped.train.model_dump(exclude={"output_dir"})
+
+
+def test_committed_report_is_this_specs(spec_and_base):
+    """results.json holds every pipeline x seed, finished under the spec's budget and evaluation, and
+    fixed_eval.json gives every run a greedy accuracy measured with llada, no cache, on the same rows."""
+    spec, _ = spec_and_base
+    runs = json.loads((REPORT / "results.json").read_text())
+    seeds: dict[str, list[int]] = {}
+    for run in runs:
+        seeds.setdefault(run["pipeline"], []).append(run["seed"])
+        assert run["status"] == "finished" and run["eval"]["num_problems"] == spec.eval["limit"]
+        if run["pipeline"] != "base (untrained)":
+            assert run["train"]["steps"] == spec.budget.optimizer_steps
+    assert {n: sorted(s) for n, s in seeds.items()} == {n: spec.seeds for n in ["base (untrained)", *configs_names(spec)]}
+    fixed = json.loads((REPORT / "fixed_eval.json").read_text())
+    by_run = {(row["pipeline"], row["seed"]): row for row in fixed}
+    for run in runs:
+        row = by_run[(run["pipeline"], run["seed"])]
+        assert (row["fixed_sampler"]["name"], row["fixed_sampler"]["cache"], row["fixed_sampler"]["temperature"]) == \
+            ("llada", "none", 0.0)
+        if run["eval"]["sampler"]["name"] == "llada":  # evaluated by remask compare with the fixed sampler
+            assert row["fixed_greedy_accuracy"] == run["eval"]["greedy_accuracy"]
+        else:  # re-evaluated with `remask eval`
+            assert row["own_sampler"] == "fast-dllm" and row["fixed_sampler"] != run["eval"]["sampler"]
+    report = (REPORT / "report.md").read_text()
+    assert "remask compare examples/compare-scan-fast.yaml" in report and "Machine:" in report
+
+
+def configs_names(spec) -> list[str]:
+    return [e.name for e in spec.pipelines]
