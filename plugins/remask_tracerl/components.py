@@ -9,6 +9,8 @@ drops those groups from training).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -16,6 +18,8 @@ from torch import Tensor
 import remask
 
 from .trace import chunk_starts
+
+log = logging.getLogger("remask")
 
 __all__ = ["TraceShrinkSelector", "TraceRLZScoreAdvantage", "zscore_advantages"]
 
@@ -67,6 +71,11 @@ class TraceRLZScoreAdvantage(remask.AdvantageEstimator):
         )
         min_accuracy: float = Field(0.2, ge=0, le=1, description="Lower end of the kept band of group accuracy.")
         max_accuracy: float = Field(0.8, ge=0, le=1, description="Upper end of the kept band of group accuracy.")
+        accuracy_reward: str | None = Field(
+            None, description="Reward (name or alias in `rewards`) whose group mean is the accuracy the band "
+            "filters on, e.g. the 0/1 correctness reward when partial credit is added; None: the total reward "
+            "(dLLM-RL's, whose reward is the 0/1 correctness)."
+        )
 
         @model_validator(mode="after")
         def _band(self):
@@ -74,8 +83,28 @@ class TraceRLZScoreAdvantage(remask.AdvantageEstimator):
                 raise ValueError(f"min_accuracy ({self.min_accuracy}) must not exceed max_accuracy ({self.max_accuracy})")
             return self
 
+    _warned = False
+
     def estimate(self, *, rollout, rewards, selection, context) -> Tensor:
         c = self.config
         g = max(1, rollout.prompts.group_size)
-        lo, hi = (c.min_accuracy, c.max_accuracy) if c.filter_groups else (None, None)
-        return zscore_advantages(rewards.total.nan_to_num(0.0), g, min_accuracy=lo, max_accuracy=hi)
+        total = rewards.total.nan_to_num(0.0)  # [B]
+        if not c.filter_groups:
+            return zscore_advantages(total, g)
+        if c.accuracy_reward is None:
+            accuracy = total
+        elif c.accuracy_reward in rewards.components:
+            accuracy = rewards.components[c.accuracy_reward].nan_to_num(0.0)  # [B]
+        else:
+            raise remask.RemaskError(f"advantage.accuracy_reward: no reward named {c.accuracy_reward!r} "
+                                     f"(rewards: {', '.join(sorted(rewards.components))})")
+        mean = accuracy.float().view(-1, g).mean(-1)  # [n]
+        kept = (mean >= c.min_accuracy) & (mean <= c.max_accuracy)  # [n]
+        if bool(((mean > 1) | (mean < 0)).any()) and not self._warned:
+            self._warned = True  # e.g. exact match + partial credit (0..2) never lands in a 0..1 band
+            log.warning("advantage tracerl-zscore: group mean rewards %.2f..%.2f are not accuracies in [0, 1], but "
+                        "the band [%g, %g] filters on them (%d of %d groups kept this step); set "
+                        "advantage.accuracy_reward to the 0/1 correctness reward", float(mean.min()), float(mean.max()),
+                        c.min_accuracy, c.max_accuracy, int(kept.sum()), kept.numel())
+        adv = zscore_advantages(total, g)  # [B]
+        return adv * kept.repeat_interleave(g).to(adv.dtype)

@@ -10,6 +10,7 @@ from remask_tracerl.loss import clipped_value_loss, gae_over_trace_steps, tracer
 from remask_tracerl.objective import TraceRLObjective
 from remask_tracerl.trace import chunk_of_position, chunk_starts
 
+import remask
 from remask.functional import gather_logprobs
 from remask.testing import check_component, fake_context, fake_rollout
 
@@ -115,6 +116,30 @@ def test_zscore_uses_population_std_and_the_accuracy_band():
     banded = zscore_advantages(r, 4, min_accuracy=0.3, max_accuracy=0.8)
     assert banded[:4].tolist() == [0.0] * 4  # accuracy 0.25 is outside the band
     assert banded[8:].tolist() == pytest.approx([1.0, -1.0, 1.0, -1.0])
+
+
+def test_band_filters_on_the_named_accuracy_reward_and_warns_on_a_non_accuracy_total(caplog):
+    """Exact match + partial credit (0..2) is no accuracy: filtering the total silently zeroed every
+    advantage on tiny-scan; `accuracy_reward` names the 0/1 reward the band is meant for."""
+    from remask.records import Rewards
+
+    _, ro = fake_rollout(group_size=2)  # 4 groups of 2
+    correct = Rewards.from_scores("correct", [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    partial = Rewards.from_scores("digits", [1.0, 0.9, 1.0, 1.0, 0.8, 0.6, 0.9, 1.0])
+    rewards = Rewards.combine([(correct, 1.0), (partial, 1.0)])  # totals 2.0, 0.9, 2.0, 2.0, ...
+    banded = TraceRLZScoreAdvantage(TraceRLZScoreAdvantage.Config(min_accuracy=0.2, max_accuracy=0.8))
+    with caplog.at_level("WARNING", logger="remask"):
+        on_total = banded.estimate(rollout=ro, rewards=rewards, selection=None, context=None)
+    # total means 1.45, 2.0, 0.7, 1.45: only group 2 (accuracy 0) is in the band, the others are dropped
+    assert on_total[:4].tolist() == [0.0] * 4 and on_total[6:].tolist() == [0.0] * 2 and on_total[4] > 0 > on_total[5]
+    assert "not accuracies in [0, 1]" in caplog.text and "accuracy_reward" in caplog.text
+    named = TraceRLZScoreAdvantage(TraceRLZScoreAdvantage.Config(accuracy_reward="correct"))
+    adv = named.estimate(rollout=ro, rewards=rewards, selection=None, context=None)
+    # accuracies 0.5, 1.0, 0.0, 0.5: groups 0 and 3 are kept, z-scored on the total reward
+    assert adv[2:6].tolist() == [0.0] * 4 and adv[0] > 0 > adv[1] and adv[7] > 0 > adv[6]
+    with pytest.raises(remask.RemaskError, match="accuracy_reward: no reward named 'nope'"):
+        TraceRLZScoreAdvantage(TraceRLZScoreAdvantage.Config(accuracy_reward="nope")).estimate(
+            rollout=ro, rewards=rewards, selection=None, context=None)
 
 
 def test_contracts():
