@@ -218,3 +218,17 @@ def test_sigterm_reaches_every_worker_with_jobs_2(tmp_path):
     final = json.loads((out / "results.json").read_text())
     assert [r["train"]["steps"] for r in final] == [steps, steps]
     assert [h["step"] for h in final[1]["train"]["history"]] == [float(s) for s in range(1, steps + 1)]
+
+
+def test_report_header_names_each_pipelines_eval_sampler_when_they_differ():
+    from remask.harness.compare import _eval_samplers
+
+    def run(name, sampler):
+        return {"pipeline": name, "eval": {"sampler": sampler}}
+
+    same = [run("a", {"name": "llada", "steps": 4}), run("b", {"name": "llada", "steps": 4})]
+    assert _eval_samplers(same) == 'sampler `{"name": "llada", "steps": 4}`.'
+    mixed = same + [run("c", {"name": "fast-dllm", "threshold": 0.9})]
+    text = _eval_samplers(mixed)
+    assert "differs between pipelines" in text and "eval.sampler.name" in text
+    assert '**a** `{"name": "llada", "steps": 4}`' in text and '**c** `{"name": "fast-dllm", "threshold": 0.9}`' in text

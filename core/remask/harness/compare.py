@@ -558,6 +558,19 @@ def _report_from_disk(spec: CompareSpec, spec_path: str | Path, out: Path) -> Pa
     return write_report(spec, spec_path, runs, manifest, out)
 
 
+def _eval_samplers(runs: list[dict[str, Any]]) -> str:
+    """The evaluation sampler of the report's header: one, or one per pipeline where they differ
+    (pipelines that train with other samplers evaluate with their own unless ``eval.sampler`` names one)."""
+    by_pipeline: dict[str, str] = {}
+    for r in runs:
+        by_pipeline.setdefault(r["pipeline"], json.dumps(r["eval"]["sampler"], sort_keys=True))
+    distinct = list(dict.fromkeys(by_pipeline.values()))
+    if len(distinct) <= 1:
+        return f"sampler `{distinct[0] if distinct else '{}'}`."
+    return ("the evaluation sampler differs between pipelines (set `eval.sampler.name` to hold it fixed): "
+            + "; ".join(f"**{name}** `{text}`" for name, text in by_pipeline.items()) + ".")
+
+
 def write_report(spec: CompareSpec, spec_path: str | Path, runs: list[dict[str, Any]], manifest: Mapping[str, Any],
                  out: Path) -> Path:
     """``report.md`` and the plots from finished run records (no training, no evaluation)."""
@@ -576,7 +589,7 @@ def write_report(spec: CompareSpec, spec_path: str | Path, runs: list[dict[str, 
         f"cells are mean ± sample std over seeds [95% Student-t half-width].",
         f"Evaluation: split `{ev.split}`, {ev.limit or 'all'} problems; greedy accuracy from one temperature-0 "
         f"completion per problem, pass@k from {n} samples per problem at the sampler's temperature "
-        f"({sampler.get('sampled_temperature')}); sampler `{json.dumps(sampler, sort_keys=True)}`.",
+        f"({sampler.get('sampled_temperature')}); " + _eval_samplers(runs),
         "",
         markdown_table(rows),
         "## What each pipeline changes",

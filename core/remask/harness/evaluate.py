@@ -128,7 +128,7 @@ def evaluate_protocol(
             seconds=time.perf_counter() - start,
             num_problems=greedy.num_problems,
             samples_per_prompt=n,
-            sampler={"name": config.sampler.name, **settings, "sampled_temperature": getattr(
+            sampler={"name": greedy_sampler.name, **settings, "sampled_temperature": getattr(
                 sampler.config, "temperature", None)},
             completions=[dict(r, mode="greedy", reward=rw) for r, rw in zip(greedy.rows, rewards)] + sampled_rows,
         ))
