@@ -106,20 +106,15 @@ def load_cli_config(path: str, extra: list[str]):
 
 @command("validate", "check a pipeline config without running it", _config_args)
 def _validate(args: argparse.Namespace, extra: list[str]) -> int:
-    from .config import parse_config, parse_override_args, read_yaml
+    from .config import parse_override_args, read_yaml
     from .registry import get_registry
 
     raw = read_yaml(args.config)
     if isinstance(raw, dict) and "pipelines" in raw and "base" in raw:
         # a `remask compare` spec: the spec itself, then every pipeline it would run
-        from pathlib import Path
+        from .harness.compare import pipeline_configs
 
-        from .harness.compare import load_compare_spec, pipeline_raw_config
-
-        spec, base = load_compare_spec(args.config)
-        for entry in spec.pipelines:
-            parse_config(pipeline_raw_config(base, spec, entry, spec.seeds[0], Path(spec.output_dir)),
-                         source=f"{args.config}: pipeline {entry.name}")
+        spec, _ = pipeline_configs(args.config)
         print(f"{args.config}: OK (a comparison spec for `remask compare`) — {len(spec.pipelines)} pipelines x "
               f"{len(spec.seeds)} seeds, budget {spec.budget.describe()}")
         return 0

@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 from remask.config import parse_config
 from remask.engine.evaluation import build_eval_sampler
-from remask.harness.compare import load_compare_spec, pipeline_raw_config
+from remask.harness.compare import load_compare_spec, pipeline_configs, pipeline_raw_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "compare-scan-fast.yaml"
 REPORT = ROOT / "docs" / "results" / "compare-scan-fast"
+
+
+@pytest.fixture(scope="module")
+def spec_and_configs():
+    return pipeline_configs(SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +29,8 @@ def spec_and_base():
 
 
 @pytest.fixture(scope="module")
-def configs(spec_and_base):
-    spec, base = spec_and_base
-    return {e.name: parse_config(pipeline_raw_config(base, spec, e, spec.seeds[0], Path("runs/x")),
-                                 source=f"{SPEC.name}: {e.name}")
-            for e in spec.pipelines}
+def configs(spec_and_configs):
+    return spec_and_configs[1]
 
 
 def test_protocol_is_shared_and_only_the_rollout_sampler_differs(spec_and_base, configs):

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from remask.config import load_config, parse_config
-from remask.harness.compare import load_compare_spec, pipeline_raw_config
+from remask.config import load_config
+from remask.harness.compare import load_compare_spec, pipeline_configs
 from remask.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,16 +22,18 @@ BASE = "base (untrained)"
 
 
 @pytest.fixture(scope="module")
+def spec_and_configs():
+    return pipeline_configs(SPEC)
+
+
+@pytest.fixture(scope="module")
 def spec_and_base():
     return load_compare_spec(SPEC)
 
 
 @pytest.fixture(scope="module")
-def configs(spec_and_base):
-    spec, base = spec_and_base
-    return {e.name: parse_config(pipeline_raw_config(base, spec, e, spec.seeds[0], Path("runs/x")),
-                                 source=f"{SPEC.name}: {e.name}")
-            for e in spec.pipelines}
+def configs(spec_and_configs):
+    return spec_and_configs[1]
 
 
 def test_every_shipped_objective_is_compared_on_tiny_scan(configs):

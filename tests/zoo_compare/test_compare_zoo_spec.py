@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from remask.config import parse_config
-from remask.harness.compare import load_compare_spec, pipeline_raw_config
+from remask.harness.compare import load_compare_spec, pipeline_configs
 from remask.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,16 +23,18 @@ BASE = "base (untrained)"  # the untrained model's rows in results.json
 
 
 @pytest.fixture(scope="module")
+def spec_and_configs():
+    return pipeline_configs(SPEC)
+
+
+@pytest.fixture(scope="module")
 def spec_and_base():
     return load_compare_spec(SPEC)
 
 
 @pytest.fixture(scope="module")
-def configs(spec_and_base):
-    spec, base = spec_and_base
-    return {e.name: parse_config(pipeline_raw_config(base, spec, e, spec.seeds[0], Path("runs/x")),
-                                 source=f"{SPEC.name}: {e.name}")
-            for e in spec.pipelines}
+def configs(spec_and_configs):
+    return spec_and_configs[1]
 
 
 def _named_as_missing() -> set[str]:

@@ -38,7 +38,7 @@ from ..errors import ConfigError, RemaskError
 from .progress import EVAL_ONLY_WEIGHT, ComparisonProgress
 from .report import markdown_table, summary_rows, write_plots
 
-__all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_raw_config", "run_compare",
+__all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_configs", "pipeline_raw_config", "run_compare",
            "write_report", "code_revision", "same_code", "protocol_difference", "ComparisonStopped", "LOCKED_SECTIONS"]
 
 #: what a compared pipeline may not change (they define "the same experiment")
@@ -151,6 +151,16 @@ def pipeline_raw_config(base: Mapping[str, Any], spec: CompareSpec, entry: Pipel
         train["max_steps"] = max(int(train.get("max_steps", 100)), 10**9 if b.wall_seconds else 10**6)
         train["max_forward_passes" if b.forward_passes else "max_seconds"] = b.forward_passes or b.wall_seconds
     return raw
+
+
+def pipeline_configs(spec_path: str | Path, *, seed: int | None = None) -> tuple[CompareSpec, dict[str, Any]]:
+    """The spec and each pipeline's validated :class:`~remask.config.PipelineConfig` (as run for
+    ``seed``, default the first): what ``remask validate SPEC`` checks and tests of a spec inspect."""
+    spec, base = load_compare_spec(spec_path)
+    seed = spec.seeds[0] if seed is None else seed
+    return spec, {e.name: parse_config(pipeline_raw_config(base, spec, e, seed, Path(spec.output_dir)),
+                                       source=f"{spec_path}: pipeline {e.name}")
+                  for e in spec.pipelines}
 
 
 # ---------------------------------------------------------------------------------------------
