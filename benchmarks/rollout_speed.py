@@ -114,7 +114,16 @@ def clock(device: torch.device) -> float:
 
 
 def bare_pass_seconds(model: DiffusionModel, prompts: PromptBatch, gen_length: int, block_length: int,
-                      policy: str, repeats: int) -> tuple[float, dict[int, float]]:
+                      policy: str, repeats: int) -> tuple[float, float]:
+    """(one full pass, one later pass of the middle block under ``policy``), medians (``gpu.py``'s
+    form; a prefix-cached pass depends on the block, see :func:`bare_passes_by_block`)."""
+    full, later = bare_passes_by_block(model, prompts, gen_length, block_length, policy, repeats)
+    starts = sorted(later)
+    return full, later[starts[len(starts) // 2]]
+
+
+def bare_passes_by_block(model: DiffusionModel, prompts: PromptBatch, gen_length: int, block_length: int,
+                         policy: str, repeats: int) -> tuple[float, dict[int, float]]:
     """(one full pass, {block start: one later pass of that block under ``policy``}), medians.
 
     Every block is timed: a prefix-cached pass feeds the block *and* the suffix, so its cost falls
@@ -262,7 +271,7 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}; batch {prompts.batch_size}, prompt {prompts.prompt_length}, "
           f"L {args.gen_length}, block {args.block_length}, steps {steps}, temperature {args.temperature}; "
           f"median of {args.repeats} run(s); load average {os.getloadavg()[0]:.1f} at the start")
-    bare = {pol: bare_pass_seconds(model, prompts, args.gen_length, args.block_length, pol, 3)
+    bare = {pol: bare_passes_by_block(model, prompts, args.gen_length, args.block_length, pol, 3)
             for pol in ("none", "prefix", "dual")}
     print("bare passes (ms): full " + f"{bare['none'][0] * 1e3:.1f}" + "".join(
         f"; {pol}-cached, block by block: " + " / ".join(f"{v * 1e3:.1f}" for v in bare[pol][1].values())
