@@ -443,12 +443,18 @@ def cpu_peaks_table() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--cpu-peak-worker":
+    if len(sys.argv) == 5 and sys.argv[1] == "--cpu-peak-worker":  # one measurement, in a fresh process
         import json
 
         print(json.dumps(_cpu_peak_worker(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
-    elif sys.argv[1:] == ["--cpu-peaks"]:
-        cpu_peaks_table()
-    else:
-        raise SystemExit("gpu_train.py is the training section of gpu.py (python benchmarks/gpu.py [--tiny]); "
-                         "python benchmarks/gpu_train.py --cpu-peaks checks the planner per objective on the CPU")
+        raise SystemExit(0)
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="The training section of benchmarks/gpu.py (run `python benchmarks/gpu.py [--tiny]` for it). "
+                    "On its own: --cpu-peaks checks the memory planner per objective against measured CPU peaks.")
+    parser.add_argument("--cpu-peaks", action="store_true", help="print the planner-vs-measured CPU peak table")
+    args = parser.parse_args()
+    if not args.cpu_peaks:
+        parser.error("nothing to do: pass --cpu-peaks, or run benchmarks/gpu.py for the GPU section")
+    cpu_peaks_table()
