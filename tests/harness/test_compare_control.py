@@ -185,7 +185,7 @@ def test_sigterm_reaches_every_worker_with_jobs_2(tmp_path):
                                "intermediate_size": 64, "max_length": 16},
              "task": {"name": "arithmetic", "digits": 1, "train_size": 20, "test_size": 8},
              "sampler": {"name": "llada", "gen_length": 3, "block_length": 3, "steps": 3, "temperature": 1.0}}
-    steps = 40
+    steps = 400  # ~10 s of training per run on an idle machine: long enough for both to be training at once
     spec = write_spec(tmp_path, steps=steps, pipelines=[{"name": "d1"}, GRPO])
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(small))
     out = tmp_path / "out"
