@@ -127,6 +127,22 @@ class DiffusionModel(Component):
         return self.forward(input_ids, attention_mask, **kwargs).logits
 
     @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """The body runs without gradients with the module in eval mode (dropout, LoRA dropout off),
+        and the module's mode is restored after: what a sampler decodes and the log-probs it records
+        do not depend on whether the caller left the policy in training mode."""
+        module = getattr(self, "module", None)
+        was_training = isinstance(module, nn.Module) and module.training
+        if was_training:
+            module.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            if was_training:
+                module.train(True)
+
+    @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
         """Run as the reference policy: the base network without the LoRA adapter.
 

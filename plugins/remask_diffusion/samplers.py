@@ -80,22 +80,12 @@ class _BlockConfig(ComponentConfig):
 
 
 def _inference(sample: Callable[..., Rollout]) -> Callable[..., Rollout]:
-    """Run ``sample`` under ``torch.no_grad`` with the module in eval mode (dropout, LoRA dropout
-    off), restoring its mode afterwards: rollouts and their recorded log-probs do not depend on
-    whether the caller left the policy in training mode."""
+    """Run ``sample`` inside :meth:`DiffusionModel.decoding` (no gradients, eval mode, mode restored)."""
 
     @functools.wraps(sample)
     def wrapper(self: Sampler, model: DiffusionModel, prompts: PromptBatch, generator: torch.Generator) -> Rollout:
-        module = getattr(model, "module", None)
-        was_training = isinstance(module, torch.nn.Module) and module.training
-        if was_training:
-            module.eval()
-        try:
-            with torch.no_grad():
-                return sample(self, model, prompts, generator)
-        finally:
-            if was_training:
-                module.train(True)
+        with model.decoding():
+            return sample(self, model, prompts, generator)
 
     return wrapper
 

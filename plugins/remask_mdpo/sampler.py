@@ -157,18 +157,10 @@ class MDPOSampler(remask.Sampler):
         return ids, conf, score
 
     def sample(self, model: remask.DiffusionModel, prompts: remask.PromptBatch, generator: torch.Generator) -> remask.Rollout:
-        module = getattr(model, "module", None)
-        was_training = isinstance(module, torch.nn.Module) and module.training
-        if was_training:
-            module.eval()
-        try:
-            with torch.no_grad():
-                if self.config.mixture:
-                    return self._sample_mixture(model, prompts, generator)
-                return self._sample(model, prompts, generator)
-        finally:
-            if was_training:
-                module.train(True)
+        with model.decoding():
+            if self.config.mixture:
+                return self._sample_mixture(model, prompts, generator)
+            return self._sample(model, prompts, generator)
 
     def _sample_mixture(self, model: remask.DiffusionModel, prompts: remask.PromptBatch,
                         generator: torch.Generator) -> remask.Rollout:

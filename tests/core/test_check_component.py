@@ -53,3 +53,17 @@ def test_declared_passes_conform():
         declare = True
 
     assert check_component(Declared) == []
+
+
+def test_decoding_turns_off_dropout_and_gradients_and_restores_the_mode():
+    from remask.testing import FakeModel
+
+    model = FakeModel()
+    model.module.train(True)
+    with model.decoding():
+        assert not model.module.training and not torch.is_grad_enabled()
+    assert model.module.training and torch.is_grad_enabled()
+    model.module.train(False)
+    with model.decoding():
+        pass
+    assert not model.module.training  # an eval-mode caller stays in eval mode

@@ -19,7 +19,6 @@ import torch
 
 from .. import lockstep
 from ..config import ComponentSpec, EvalConfig, eval_sampler_config
-from ..errors import ConfigError
 from ..interfaces import DiffusionModel, Sampler, Task
 from ..registry import Registry, get_registry
 from .data import build_prompt_batch
@@ -100,28 +99,24 @@ def evaluate(
     dev = device if device is not None else model.device
     n = eval_config.samples_per_prompt
     generator = torch.Generator(device=torch.device(dev)).manual_seed(eval_config.seed + rank)
-    was_training = model.module.training
-    model.module.eval()
     nfe_before = model.nfe
     rows: list[dict[str, Any]] = []
-    try:
-        with lockstep.region(model, "evaluation", drain=True):  # sharded: ranks may hold unequal batches
-            for lo in range(0, len(mine), eval_config.batch_size):
-                idx = mine[lo:lo + eval_config.batch_size]
-                batch = [examples[i] for i in idx]
-                prompts = build_prompt_batch(model, batch, group_size=n, first_group_id=lo, device=dev)
-                with torch.no_grad():
-                    rollout = sampler.sample(model, prompts, generator)
-                for r, text in enumerate(rollout.texts):
-                    ex = batch[r // n]
-                    try:
-                        score = float(task.is_correct(text, ex.reference))
-                    except Exception:  # noqa: BLE001 - a parser failure counts as wrong
-                        score = 0.0
-                    rows.append({"index": idx[r // n], "id": ex.id, "prompt": prompts.texts[r],
-                                 "completion": text, "score": score})
-    finally:
-        model.module.train(was_training)
+    # decoding: eval mode and no gradients whatever the sampler does; lockstep: sharded ranks may
+    # hold unequal numbers of batches
+    with model.decoding(), lockstep.region(model, "evaluation", drain=True):
+        for lo in range(0, len(mine), eval_config.batch_size):
+            idx = mine[lo:lo + eval_config.batch_size]
+            batch = [examples[i] for i in idx]
+            prompts = build_prompt_batch(model, batch, group_size=n, first_group_id=lo, device=dev)
+            rollout = sampler.sample(model, prompts, generator)
+            for r, text in enumerate(rollout.texts):
+                ex = batch[r // n]
+                try:
+                    score = float(task.is_correct(text, ex.reference))
+                except Exception:  # noqa: BLE001 - a parser failure counts as wrong
+                    score = 0.0
+                rows.append({"index": idx[r // n], "id": ex.id, "prompt": prompts.texts[r],
+                             "completion": text, "score": score})
     nfe = model.nfe - nfe_before
     rows = sorted(_gather(accelerator, rows), key=lambda r: (r["index"], r["completion"]))
     by_problem: dict[int, list[float]] = {}
