@@ -10,30 +10,14 @@ from pathlib import Path
 
 import pytest
 from remask.config import load_config
-from remask.harness.compare import load_compare_spec, pipeline_configs
 from remask.registry import get_registry
+from zoo_support import check_shared_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "compare-zoo-scan.yaml"
 REPORT = ROOT / "docs" / "results" / "compare-zoo-scan"
-PER_OBJECTIVE_SECTIONS = {"objective", "advantage", "step_selector"}
-PER_OBJECTIVE_TRAIN = {"train.inner_steps"}
 BASE = "base (untrained)"
 
-
-@pytest.fixture(scope="module")
-def spec_and_configs():
-    return pipeline_configs(SPEC)
-
-
-@pytest.fixture(scope="module")
-def spec_and_base():
-    return load_compare_spec(SPEC)
-
-
-@pytest.fixture(scope="module")
-def configs(spec_and_configs):
-    return spec_and_configs[1]
 
 
 def test_every_shipped_objective_is_compared_on_tiny_scan(configs):
@@ -43,25 +27,8 @@ def test_every_shipped_objective_is_compared_on_tiny_scan(configs):
     assert configs["egspo"].advantage.params.lam == 0.0 and configs["egspo-sa"].advantage.params.lam > 0
 
 
-def test_protocol_is_shared(spec_and_base, configs):
-    spec, _ = spec_and_base
-    assert len(spec.seeds) >= 3 and spec.budget.forward_passes and spec.evaluate_base
-    for entry in spec.pipelines:
-        assert set(entry.set) <= PER_OBJECTIVE_SECTIONS, entry.name
-        per_entry = set(entry.override) - PER_OBJECTIVE_TRAIN
-        assert {k: entry.override[k] for k in per_entry} == {k: spec.pipelines[0].override[k] for k in per_entry}, \
-            f"{entry.name}: a protocol field differs from {spec.pipelines[0].name}'s"
-    first = next(iter(configs.values()))
-    for name, cfg in configs.items():
-        assert cfg.model.dump() == first.model.dump() and cfg.task.dump() == first.task.dump(), name
-        assert cfg.sampler.dump() == first.sampler.dump(), name
-        assert [r.dump() for r in cfg.rewards] == [r.dump() for r in first.rewards], name
-        assert cfg.eval.model_dump() == first.eval.model_dump(), name
-        t, f = cfg.train, first.train
-        assert (t.prompts_per_step, t.group_size, t.learning_rate, t.lr_scheduler, t.warmup_steps, t.max_grad_norm,
-                t.weight_decay, t.max_forward_passes) == (f.prompts_per_step, f.group_size, f.learning_rate,
-                                                          f.lr_scheduler, f.warmup_steps, f.max_grad_norm,
-                                                          f.weight_decay, f.max_forward_passes), name
+def test_protocol_is_shared(spec, configs):
+    check_shared_protocol(spec, configs)
 
 
 @pytest.mark.parametrize("name", ["egspo", "egspo-sa", "grpo", "d1", "wd1", "spg", "espo", "coupled-grpo", "tracerl",
@@ -80,8 +47,7 @@ def test_objective_settings_are_the_tiny_scan_examples(name, configs):
     assert cfg.train.inner_steps == example.train.inner_steps
 
 
-def test_committed_report_is_this_specs(spec_and_base):
-    spec, _ = spec_and_base
+def test_committed_report_is_this_specs(spec):
     results = json.loads((REPORT / "results.json").read_text())
     by_pipeline: dict[str, list[int]] = {}
     for run in results:
