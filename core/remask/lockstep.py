@@ -54,7 +54,7 @@ class Lockstep:
         self._draining = False
         self.drained = 0  # throw-away passes run by this process (for logs and tests)
 
-    def _vote(self, more: bool) -> tuple[int, int]:
+    def vote(self, more: bool) -> tuple[int, int]:
         """All-reduce of this process's vote: ``(max, min)`` over processes (1 = one more pass)."""
         import torch.distributed as dist
 
@@ -67,7 +67,7 @@ class Lockstep:
         """Called by the model before each forward pass (a no-op outside a region)."""
         if self.region is None or self._draining:
             return
-        _, lowest = self._vote(True)
+        _, lowest = self.vote(True)
         if lowest == 0 and self.strict:
             raise self._mismatch()
 
@@ -88,7 +88,7 @@ class Lockstep:
         try:
             yield
             while True:
-                highest, _ = self._vote(False)
+                highest, _ = self.vote(False)
                 if highest == 0:
                     break
                 if drain is None:
@@ -129,5 +129,5 @@ def any_process(model: Any, flag: bool) -> bool:
     lock: Lockstep | None = getattr(model, "lockstep", None)
     if lock is None:
         return flag
-    highest, _ = lock._vote(flag)
+    highest, _ = lock.vote(flag)
     return highest == 1

@@ -41,9 +41,10 @@ class TraceShrinkSelector(remask.StepSelector):
 
 
 def zscore_advantages(rewards: Tensor, group_size: int, *, min_accuracy: float | None = None,
-                      max_accuracy: float | None = None) -> Tensor:
-    """``(r − mean) / std`` per group with ddof 0 (0 where std = 0); groups whose mean reward lies outside
-    ``[min_accuracy, max_accuracy]`` get 0. ``[B] -> [B]``."""
+                      max_accuracy: float | None = None, accuracy: Tensor | None = None) -> Tensor:
+    """``(r − mean) / std`` per group with ddof 0 (0 where std = 0); groups whose mean accuracy lies outside
+    ``[min_accuracy, max_accuracy]`` get 0, the accuracy being ``accuracy`` ``[B]`` (default: the rewards).
+    ``[B] -> [B]``."""
     b = rewards.shape[0]
     if b % group_size:
         raise ValueError(f"{b} rows do not split into groups of {group_size}")
@@ -51,11 +52,12 @@ def zscore_advantages(rewards: Tensor, group_size: int, *, min_accuracy: float |
     mean = r.mean(-1, keepdim=True)
     std = r.std(-1, unbiased=False, keepdim=True)  # ddof 0
     adv = torch.where(std > 0, (r - mean) / std.clamp_min(1e-12), torch.zeros_like(r))
-    keep = torch.ones_like(mean, dtype=torch.bool)
+    acc = mean if accuracy is None else accuracy.float().view(b // group_size, group_size).mean(-1, keepdim=True)
+    keep = torch.ones_like(acc, dtype=torch.bool)  # [n, 1]
     if min_accuracy is not None:
-        keep &= mean >= min_accuracy
+        keep &= acc >= min_accuracy
     if max_accuracy is not None:
-        keep &= mean <= max_accuracy
+        keep &= acc <= max_accuracy
     return (adv * keep).reshape(b)
 
 
@@ -99,12 +101,11 @@ class TraceRLZScoreAdvantage(remask.AdvantageEstimator):
             raise remask.RemaskError(f"advantage.accuracy_reward: no reward named {c.accuracy_reward!r} "
                                      f"(rewards: {', '.join(sorted(rewards.components))})")
         mean = accuracy.float().view(-1, g).mean(-1)  # [n]
-        kept = (mean >= c.min_accuracy) & (mean <= c.max_accuracy)  # [n]
         if bool(((mean > 1) | (mean < 0)).any()) and not self._warned:
             self._warned = True  # e.g. exact match + partial credit (0..2) never lands in a 0..1 band
+            kept = (mean >= c.min_accuracy) & (mean <= c.max_accuracy)  # [n]
             log.warning("advantage tracerl-zscore: group mean rewards %.2f..%.2f are not accuracies in [0, 1], but "
                         "the band [%g, %g] filters on them (%d of %d groups kept this step); set "
                         "advantage.accuracy_reward to the 0/1 correctness reward", float(mean.min()), float(mean.max()),
                         c.min_accuracy, c.max_accuracy, int(kept.sum()), kept.numel())
-        adv = zscore_advantages(total, g)  # [B]
-        return adv * kept.repeat_interleave(g).to(adv.dtype)
+        return zscore_advantages(total, g, min_accuracy=c.min_accuracy, max_accuracy=c.max_accuracy, accuracy=accuracy)
