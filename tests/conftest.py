@@ -28,6 +28,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def official(request):
+    """Load a reference-implementation fixture, ``<test dir>/fixtures/<name>_fixture.json`` (numbers
+    from the named code at a named commit, kept by the algorithm-zoo tests)."""
+    fixtures = request.path.parent / "fixtures"
+
+    def load(name: str) -> dict:
+        import json
+
+        return json.loads((fixtures / f"{name}_fixture.json").read_text())
+
+    return load
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch):
     """Each test sees a registry built from the installed entry points (and may add to it)."""
