@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -189,9 +190,12 @@ def _load_command_modules() -> None:
 
 def _quiet_libraries() -> None:
     """remask prints its own progress; silence the per-file bars transformers shows when loading
-    or saving tiny checkpoints (set REMASK_DEBUG=1 to keep them)."""
+    or saving tiny checkpoints, and bitsandbytes' import-time hint that its optional CPU kernel (a
+    Hub download) is missing, printed on every command once bitsandbytes is installed (set
+    REMASK_DEBUG=1 to keep both)."""
     if os.environ.get("REMASK_DEBUG"):
         return
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
