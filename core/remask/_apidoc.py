@@ -167,6 +167,7 @@ def api_reference() -> str:
     for name in ("Component", "DiffusionModel", "Sampler", "RewardModel", "StepSelector", "AdvantageEstimator",
                  "PolicyObjective", "LikelihoodEstimator", "Task", "DataFilter"):
         lines += _interface_section(getattr(interfaces, name))
+    lines += ["### `RewardName` and `RewardRef`: config fields that name a reward", "", _doc(interfaces.RewardRef), ""]
     lines += _module_section(trajectory, "rebuilding sampler states")
     lines += _module_section(functional, "small pure tensor functions")
     lines += _module_section(likelihood, "likelihood building blocks")

@@ -21,13 +21,13 @@ import copy
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, RemaskError
-from .interfaces import ComponentConfig
+from .interfaces import ComponentConfig, RewardRef
 from .registry import Registry, get_registry
 
 __all__ = [
@@ -397,6 +397,8 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
             problems.extend(_validation_lines(exc, [section], model))
     if not problems:
         problems.extend(_check_batch_arithmetic(built))
+    if not problems:
+        problems.extend(_check_reward_names(built))
     if not problems and "sampler" in built:  # evaluation's sampler, checked before any training
         try:
             eval_sampler_config(built["sampler"], built["eval"], reg)
@@ -405,6 +407,42 @@ def parse_config(raw: Any, *, source: str = "<config>", registry: Registry | Non
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return PipelineConfig(source=source, **built)
+
+
+def _names_reward(annotation: Any, metadata: Sequence[Any] = ()) -> bool:
+    """Whether a field's type is (or contains, e.g. ``RewardName | None``, ``list[RewardName]``) a RewardName."""
+    if any(isinstance(m, RewardRef) for m in metadata):
+        return True
+    meta = getattr(annotation, "__metadata__", ())
+    return any(isinstance(m, RewardRef) for m in meta) or any(_names_reward(a) for a in get_args(annotation))
+
+
+def reward_references(params: ComponentConfig) -> list[tuple[str, str]]:
+    """``(field, reward label)`` for every value of a :data:`remask.RewardName` field of ``params``."""
+    out = []
+    for field, info in type(params).model_fields.items():
+        if not _names_reward(info.annotation, info.metadata):
+            continue
+        value = getattr(params, field)
+        for v in [value] if isinstance(value, str) else (value or ()):
+            if isinstance(v, str):
+                out.append((field, v))
+    return out
+
+
+def _check_reward_names(built: Mapping[str, Any]) -> list[str]:
+    """Every RewardName field of every section names a reward of this pipeline (alias, else name)."""
+    labels = [s.alias or s.name for s in built.get("rewards") or ()]
+    located: list[tuple[str, ComponentSpec]] = [(section, built[section]) for section in SECTION_KINDS
+                                                 if section != "rewards" and isinstance(built.get(section), ComponentSpec)]
+    located += [(f"rewards[{i}]", spec) for i, spec in enumerate(built.get("rewards") or ())]
+    problems = []
+    for where, spec in located:
+        for field, label in reward_references(spec.params):
+            if label not in labels:
+                problems.append(f"{where}.{field}: no reward labelled {label!r}{_suggest(label, labels)} in this "
+                                f"pipeline; rewards: {', '.join(labels)} (a reward's label is its alias, else its name)")
+    return problems
 
 
 def unknown_sections(raw: Mapping[str, Any]) -> list[str]:

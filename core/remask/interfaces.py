@@ -18,7 +18,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,8 @@ from .records import Example, LossOutput, PromptBatch, Rewards, Rollout, StepSel
 
 __all__ = [
     "ComponentConfig",
+    "RewardName",
+    "RewardRef",
     "Component",
     "DiffusionModel",
     "ModelOutput",
@@ -50,6 +52,22 @@ class ComponentConfig(BaseModel):
     """Base of every component's config model: unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+@dataclass(frozen=True)
+class RewardRef:
+    """Marker in a config field's type: the string names a reward of the same pipeline.
+
+    Use it through :data:`RewardName` (``accuracy_reward: remask.RewardName | None = None``, or
+    ``list[remask.RewardName]``). :func:`remask.config.parse_config` checks every such value against the
+    pipeline's ``rewards`` labels (each entry's ``alias``, else its ``name``) when the config is
+    loaded, so a misspelt name fails ``remask validate`` with the field's path instead of the first
+    rollout. At run time the same label keys ``Rewards.components`` and ``Rewards.weights``.
+    """
+
+
+#: ``str`` naming a reward of the pipeline (its ``alias``, else its ``name``), checked at load time.
+RewardName = Annotated[str, RewardRef()]
 
 
 class Component(ABC):

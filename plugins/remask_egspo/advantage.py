@@ -104,7 +104,7 @@ class EGSPOStepwiseAdvantage(remask.AdvantageEstimator):
         lambda_halve_every: int = Field(
             0, ge=0, description="Halve λ every N optimizer steps (the reference's dynamic_lambda1); 0: constant."
         )
-        intermediate_reward: str | None = Field(
+        intermediate_reward: remask.RewardName | None = Field(
             None,
             description="Reward component (alias or name in the rewards list) that scores the one-step greedy "
             "completions, weighted as in the total; null uses the weighted total of every reward "

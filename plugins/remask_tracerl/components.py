@@ -73,7 +73,7 @@ class TraceRLZScoreAdvantage(remask.AdvantageEstimator):
         )
         min_accuracy: float = Field(0.2, ge=0, le=1, description="Lower end of the kept band of group accuracy.")
         max_accuracy: float = Field(0.8, ge=0, le=1, description="Upper end of the kept band of group accuracy.")
-        accuracy_reward: str | None = Field(
+        accuracy_reward: remask.RewardName | None = Field(
             None, description="Reward (name or alias in `rewards`) whose group mean is the accuracy the band "
             "filters on, e.g. the 0/1 correctness reward when partial credit is added; None: the total reward "
             "(dLLM-RL's, whose reward is the 0/1 correctness)."

@@ -9,7 +9,7 @@ from remask.config import apply_overrides, check_batch_arithmetic, load_config, 
 from remask.config import TrainConfig
 from remask.errors import ConfigError
 from remask.testing import FakeModel, FakeReward, FakeSampler, FakeTask, plugin_of, registered_plugin
-from remask import AdvantageEstimator, ComponentConfig, PolicyObjective, LossOutput
+from remask import AdvantageEstimator, ComponentConfig, PolicyObjective, LossOutput, RewardName
 from pydantic import Field
 import torch
 
@@ -39,7 +39,21 @@ class ToyObjective(PolicyObjective):
         return LossOutput(loss=torch.zeros((), requires_grad=True))
 
 
-PLUGIN = plugin_of(FakeModel, FakeSampler, FakeReward, FakeTask, ZeroAdvantage, ToyObjective)
+class BandAdvantage(AdvantageEstimator):
+    """Zero advantages; its config names rewards of the pipeline (the RewardName marker)."""
+
+    name = "band"
+
+    class Config(ComponentConfig):
+        accuracy: RewardName | None = Field(None, description="the 0/1 reward")
+        extras: list[RewardName] = Field(default_factory=list, description="more rewards")
+        note: str = Field("", description="a plain string, not a reward name")
+
+    def estimate(self, *, rollout, rewards, selection, context):
+        return torch.zeros(rollout.batch_size)
+
+
+PLUGIN = plugin_of(FakeModel, FakeSampler, FakeReward, FakeTask, ZeroAdvantage, BandAdvantage, ToyObjective)
 
 BASE = {
     "model": {"name": "fake"},
@@ -158,6 +172,21 @@ def test_reward_repeats_need_alias():
     assert "alias" in line
     raw["rewards"][1]["alias"] = "contains-again"
     assert len(parse_config(raw).rewards) == 2
+
+
+def test_reward_names_in_component_configs_are_checked_against_the_rewards_at_load_time():
+    """A RewardName field (optional or in a list) must name a reward label of the same pipeline: a typo
+    is a load-time error with the field's path and the nearest label, not a failure at the first rollout."""
+    rewards = [{"name": "fake-contains"}, {"name": "fake-contains", "alias": "strict", "weight": 0.5}]
+    raw = {**BASE, "rewards": rewards, "advantage": {"name": "band", "accuracy": "strict", "extras": ["fake-contains"],
+                                                     "note": "anything"}}
+    assert parse_config(raw).advantage.params.accuracy == "strict"
+    assert parse_config({**raw, "advantage": {"name": "band"}}).advantage.params.accuracy is None
+    (line,) = problems({**raw, "advantage": {"name": "band", "accuracy": "strct"}})
+    assert line.startswith("cfg.yaml: advantage.accuracy: no reward labelled 'strct'")
+    assert "did you mean 'strict'" in line and "rewards: fake-contains, strict" in line
+    (line,) = problems({**raw, "advantage": {"name": "band", "extras": ["strict", "contains"]}})
+    assert "advantage.extras: no reward labelled 'contains'" in line
 
 
 def test_apply_overrides_creates_sections():

@@ -8,18 +8,26 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 from ..cli import command
 from ..errors import UnknownComponentError
+from ..interfaces import RewardRef
 
 __all__ = ["config_reference", "field_rows"]
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # a RewardName reads as such; other markers are invisible to the user
+        named = any(isinstance(m, RewardRef) for m in annotation.__metadata__)
+        return "RewardName" if named else _type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) and not args else None
     text = text or str(annotation)
     return text.replace("typing.", "").replace("NoneType", "None")
 
