@@ -106,3 +106,36 @@ def test_every_pipeline_gets_its_own_colour(n):
     from matplotlib.colors import to_hex
 
     assert len({to_hex(c) for c in colours.values()}) == n
+
+
+def test_reference_must_name_a_pipeline_or_the_base(tmp_path):
+    spec, _ = load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="base"))
+    assert spec.reference_label == "base (untrained)"
+    assert load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="d1"))[0].reference_label == "d1"
+    with pytest.raises(ConfigError, match="reference 'd2' is not a pipeline of this comparison; name one of: d1, base"):
+        load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="d2"))
+    with pytest.raises(ConfigError, match="name one of: d1$"):  # no base row to pair with
+        load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="base", evaluate_base=False))
+
+
+def test_paired_rows_difference_seed_by_seed_with_a_student_t_interval():
+    from remask.harness.report import paired_rows
+
+    def run(name, seed, acc, p1, seconds):
+        return {"pipeline": name, "seed": seed, "train": {"seconds": seconds},
+                "eval": {"greedy_accuracy": acc, "pass_at_k": {"1": p1}}}
+
+    ref = [run("llada", s, a, 0.4, 100.0) for s, a in enumerate([0.50, 0.60, 0.70])]
+    # a constant +2 points per seed: the seeds' spread cancels, the interval is exactly [+2, +2]
+    fast = [run("fast", s, a + 0.02, 0.4, 40.0) for s, a in enumerate([0.50, 0.60, 0.70])]
+    # unpaired, a seed order mismatch: seed 2 is missing, so only two pairs count
+    noisy = [run("noisy", 0, 0.40, 0.3, 50.0), run("noisy", 1, 0.70, 0.5, 50.0)]
+    rows = {r["pipeline"]: r for r in paired_rows(ref + fast + noisy, "llada")}
+    assert set(rows) == {"fast", "noisy"}
+    assert rows["fast"]["paired seeds"] == "3"
+    assert rows["fast"]["Δ greedy accuracy (points)"] == "+2.0 ± 0.0, CI [+2.0, +2.0]"
+    assert rows["fast"]["train s ratio"] == "0.40 ± 0.00 [0.00]"
+    # differences -10 and +10 points: mean 0, sd 14.1, t(1) = 12.706 -> half-width 127.1
+    assert rows["noisy"]["paired seeds"] == "2"
+    assert rows["noisy"]["Δ greedy accuracy (points)"] == "+0.0 ± 14.1, CI [-127.1, +127.1]"
+    assert rows["noisy"]["Δ pass@1 (points)"] == "+0.0 ± 14.1, CI [-127.1, +127.1]"

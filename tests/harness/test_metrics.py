@@ -42,3 +42,13 @@ def test_mean_std_and_confidence_interval():
     m, h = confidence_interval([1.0, 2.0, 3.0])
     assert m == 2.0 and math.isclose(h, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-9)
     assert math.isnan(confidence_interval([5.0])[1])
+
+
+def test_confidence_interval_between_tabulated_df_uses_the_wider_quantile():
+    """df = 11 is not tabulated: the df = 10 quantile (2.228 > the exact 2.201) keeps the interval
+    conservative; the next larger tabulated df (15: 2.131) would have made it too narrow."""
+    values = [float(v) for v in range(12)]  # n = 12, df = 11
+    m, h = confidence_interval(values)
+    _, s = mean_std(values)
+    assert h == pytest.approx(2.228 * s / math.sqrt(12))
+    assert confidence_interval([float(v) for v in range(40)])[1] == pytest.approx(1.96 * mean_std(range(40))[1] / math.sqrt(40))

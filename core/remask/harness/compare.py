@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import EvalConfig, apply_overrides, parse_config, read_yaml
 from ..errors import ConfigError, RemaskError
 from .progress import EVAL_ONLY_WEIGHT, ComparisonProgress
-from .report import markdown_table, summary_rows, write_plots
+from .report import BASE_LABEL, markdown_table, paired_rows, summary_rows, write_plots
 
 __all__ = ["Budget", "PipelineEntry", "CompareSpec", "load_compare_spec", "pipeline_configs", "pipeline_raw_config", "run_compare",
            "write_report", "code_revision", "same_code", "protocol_difference", "ComparisonStopped", "LOCKED_SECTIONS"]
@@ -91,6 +91,9 @@ class CompareSpec(_Strict):
     eval: dict[str, Any] = Field(default_factory=dict, description="Evaluation protocol (EvalConfig fields), fixed for all.")
     evaluate_base: bool = Field(True, description="Also evaluate the untrained base model under the same protocol.")
     pipelines: list[PipelineEntry] = Field(min_length=1, description="The pipelines to compare.")
+    reference: str | None = Field(
+        None, description="A pipeline name (or `base`, the untrained model) that every other pipeline is "
+        "compared with, paired by seed: the report adds the mean difference with its 95% interval.")
 
     @model_validator(mode="after")
     def _fair(self) -> CompareSpec:
@@ -105,7 +108,17 @@ class CompareSpec(_Strict):
             for key in p.override:
                 if key.split(".")[0] in LOCKED_SECTIONS or key in LOCKED_FIELDS:
                     raise ValueError(f"pipeline {p.name!r}: may not override {key!r}; it is fixed for a fair comparison")
+        if self.reference is not None:
+            known = names + (["base"] if self.evaluate_base else [])
+            if self.reference not in known:
+                raise ValueError(f"reference {self.reference!r} is not a pipeline of this comparison; "
+                                 f"name one of: {', '.join(known)}")
         return self
+
+    @property
+    def reference_label(self) -> str | None:
+        """The reference's label in run records (``base`` is the untrained model's row)."""
+        return BASE_LABEL if self.reference == "base" else self.reference
 
 
 def load_compare_spec(path: str | Path) -> tuple[CompareSpec, dict[str, Any]]:
@@ -282,7 +295,7 @@ def _plan_runs(spec: CompareSpec, base: Mapping[str, Any], out: Path) -> list[Ru
     plans = []
     for seed in spec.seeds:
         for entry in entries:
-            name = entry.name if entry is not None else "base (untrained)"
+            name = entry.name if entry is not None else BASE_LABEL
             run_dir = out / "runs" / name.split(" ")[0] / f"seed-{seed}"
             plans.append(RunPlan(label=f"{name.split(' ')[0]} seed {seed}", pipeline=name, entry=entry, seed=seed,
                                  run_dir=run_dir, raw=pipeline_raw_config(base, spec, entry, seed, run_dir)))
@@ -552,6 +565,10 @@ def run_compare(spec_path: str | Path, *, output_dir: str | None = None, resume:
     return write_report(spec, spec_path, runs, manifest, out)
 
 
+#: spec fields that a rebuilt report may change without running anything again
+_PRESENTATION = ("output_dir", "reference")
+
+
 def _report_from_disk(spec: CompareSpec, spec_path: str | Path, out: Path) -> Path:
     from .run import read_json
 
@@ -560,8 +577,9 @@ def _report_from_disk(spec: CompareSpec, spec_path: str | Path, out: Path) -> Pa
         raise RemaskError(f"--report-only: {out} holds no results.json and manifest.json of a finished comparison")
     stored = dict(manifest.get("spec_resolved") or {})
     current = spec.model_dump(mode="json")
-    stored.pop("output_dir", None)
-    current.pop("output_dir", None)
+    for key in _PRESENTATION:  # they change where the report goes and what it shows, not a number in it
+        stored.pop(key, None)
+        current.pop(key, None)
     diff = protocol_difference(stored, current)
     if diff is not None:
         raise RemaskError(f"--report-only: {out} was made from a different spec ({diff})")
@@ -602,6 +620,19 @@ def write_report(spec: CompareSpec, spec_path: str | Path, runs: list[dict[str, 
         f"({sampler.get('sampled_temperature')}); " + _eval_samplers(runs),
         "",
         markdown_table(rows),
+    ]
+    if spec.reference_label is not None:
+        lines += [
+            f"## Paired by seed against `{spec.reference_label}`",
+            "",
+            "Each row: this pipeline minus the reference, seed by seed (same data order, initial weights and "
+            "evaluation draws), as mean ± sample std of the per-seed differences with the 95% Student-t "
+            "interval of the mean difference. An interval inside ±m resolves equality within m points; one "
+            "that excludes 0 resolves a gap.",
+            "",
+            markdown_table(paired_rows(runs, spec.reference_label)),
+        ]
+    lines += [
         "## What each pipeline changes",
         "",
     ]

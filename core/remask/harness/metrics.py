@@ -39,5 +39,6 @@ def confidence_interval(values: Sequence[float]) -> tuple[float, float]:
     if n < 2:
         return m, float("nan")
     df = n - 1
-    t = _T95.get(df) or next((v for d, v in sorted(_T95.items()) if d >= df), 1.96)
+    # between tabulated df, the next smaller df's quantile (a slightly wider, conservative interval)
+    t = _T95.get(df) or ([v for d, v in sorted(_T95.items()) if d <= df][-1] if df <= 30 else 1.96)
     return m, t * s / math.sqrt(n)

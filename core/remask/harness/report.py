@@ -12,7 +12,11 @@ from typing import Any
 
 from .metrics import confidence_interval, mean_std
 
-__all__ = ["summary_rows", "markdown_table", "write_plots", "fmt_ci", "pipeline_colours"]
+__all__ = ["summary_rows", "paired_rows", "markdown_table", "write_plots", "fmt_ci", "fmt_difference", "pipeline_colours",
+           "BASE_LABEL"]
+
+#: the pipeline label of the untrained base model's evaluation runs
+BASE_LABEL = "base (untrained)"
 
 
 def fmt_ci(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
@@ -26,6 +30,52 @@ def fmt_ci(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
         return f"{m:.{digits}f}"
     _, h = confidence_interval(vals)
     return f"{m:.{digits}f} ± {s:.{digits}f} [{h:.{digits}f}]"
+
+
+def fmt_difference(values: Sequence[float], digits: int = 1) -> str:
+    """A paired difference: ``mean ± sample std, 95% CI [lo, hi]`` (signed), just the mean for one pair."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "–"
+    m, s = mean_std(vals)
+    m = round(m, digits) + 0.0  # no "-0.0" for a difference that rounds to zero
+    if len(vals) < 2:
+        return f"{m:+.{digits}f}"
+    _, h = confidence_interval(vals)
+    return f"{m:+.{digits}f} ± {s:.{digits}f}, CI [{m - h:+.{digits}f}, {m + h:+.{digits}f}]"
+
+
+def paired_rows(runs: Sequence[Mapping[str, Any]], reference: str) -> list[dict[str, str]]:
+    """Every other pipeline against ``reference``, paired by seed.
+
+    A seed fixes the data order, the initial weights and the evaluation draws, so the per-seed
+    difference removes what the two runs share; the 95% Student-t interval of the mean difference
+    says whether a gap (or an equality margin, "within 3 points") is resolved by these seeds. Train
+    time is the mean per-seed ratio (only when the reference trained)."""
+    by = _by_pipeline(runs)
+    ref = {r["seed"]: r for r in by.get(reference, [])}
+    rows = []
+    for name, rs in by.items():
+        if name == reference:
+            continue
+        pairs = [(r, ref[r["seed"]]) for r in rs if r["seed"] in ref]
+        acc = [100 * (a["eval"]["greedy_accuracy"] - b["eval"]["greedy_accuracy"]) for a, b in pairs]
+        p1 = [100 * (_pass_at(a["eval"], 1) - _pass_at(b["eval"], 1)) for a, b in pairs]
+        ratio = [a["train"]["seconds"] / b["train"]["seconds"] for a, b in pairs
+                 if b.get("train", {}).get("seconds") and a.get("train", {}).get("seconds")]
+        rows.append({
+            "pipeline": name,
+            "paired seeds": str(len(pairs)),
+            "Δ greedy accuracy (points)": fmt_difference(acc),
+            "Δ pass@1 (points)": fmt_difference(p1),
+            "train s ratio": fmt_ci(ratio, 1, 2) if ratio else "–",
+        })
+    return rows
+
+
+def _pass_at(ev: Mapping[str, Any], k: int) -> float:
+    at = ev.get("pass_at_k") or {}
+    return float(at.get(str(k), at.get(k, float("nan"))))
 
 
 def summary_rows(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[dict[str, str]]:
@@ -42,7 +92,7 @@ def summary_rows(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[d
             "greedy accuracy %": fmt_ci([e["greedy_accuracy"] for e in ev], 100),
         }
         for k in ks:
-            row[f"pass@{k} %"] = fmt_ci([e["pass_at_k"].get(str(k), e["pass_at_k"].get(k, float("nan"))) for e in ev], 100)
+            row[f"pass@{k} %"] = fmt_ci([_pass_at(e, k) for e in ev], 100)
         row["distinct correct"] = fmt_ci([e["distinct_correct"] for e in ev], 1, 2)
         row["mean reward"] = fmt_ci([e["mean_reward"] for e in ev], 1, 3)
         row["length"] = fmt_ci([e["mean_length"] for e in ev], 1, 1)
