@@ -122,6 +122,9 @@ class DiffusionModel(Component):
     #: the network predicts token i at position i-1 (AR-initialised models such as Dream); the
     #: adapter undoes the shift, but code that builds its own attention layouts must know it
     shift_logits: ClassVar[bool] = False
+    #: ``forward`` accepts ``logits_to_keep`` (a slice of query positions) and runs the output layer
+    #: on those positions only; :meth:`logits` with ``keep=`` slices a full output for adapters without
+    supports_logits_to_keep: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
         super().__init__(config)
@@ -140,9 +143,21 @@ class DiffusionModel(Component):
     ) -> ModelOutput:
         """One forward pass of the mask predictor. Implementations add 1 to ``self.nfe``."""
 
-    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Shorthand for ``forward(...).logits``. # [B, S, V]"""
-        return self.forward(input_ids, attention_mask, **kwargs).logits
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, keep: slice | None = None,
+               **kwargs: Any) -> Tensor:
+        """Shorthand for ``forward(...).logits``. # [B, S, V], or [B, |keep|, V]
+
+        ``keep`` (a slice of positions: ``slice(P, None)`` the completion, ``slice(lo, hi)`` one block)
+        returns only those positions' logits. Adapters with ``supports_logits_to_keep`` then skip the
+        output layer (``d_model × V`` per position: 0.5 B parameters at LLaDA's 126,464 vocabulary)
+        and the ``[B, S, V]`` tensor everywhere else; the values are those of the full pass either way
+        (bit-identical on CPU, ``tests/diffusion/test_logits_to_keep.py``).
+        """
+        if keep is None:
+            return self.forward(input_ids, attention_mask, **kwargs).logits
+        if self.supports_logits_to_keep:
+            return self.forward(input_ids, attention_mask, logits_to_keep=keep, **kwargs).logits
+        return self.forward(input_ids, attention_mask, **kwargs).logits[:, keep]
 
     @contextlib.contextmanager
     def decoding(self) -> Iterator[None]:

@@ -381,7 +381,7 @@ def view_logprobs(
     l = completion_ids.shape[1]
     out = []
     for n in range(views.num_views):
-        logits = model.forward(views.input_ids[n], attention_mask).logits[:, -l:]  # [B, L, V]
+        logits = model.logits(views.input_ids[n], attention_mask, keep=slice(-l, None))  # [B, L, V]
         out.append(gather_logprobs(logits, completion_ids))  # [B, L]
     return torch.stack(out)
 
@@ -400,7 +400,7 @@ def token_logprobs(
     l = completion_ids.shape[1]
     total = None
     for n in range(views.num_views):
-        logits = model.forward(views.input_ids[n], attention_mask).logits[:, -l:]  # [B, L, V]
+        logits = model.logits(views.input_ids[n], attention_mask, keep=slice(-l, None))  # [B, L, V]
         logp = gather_logprobs(logits, completion_ids)  # [B, L]
         term = logp * views.token_weights[n]  # [B, L]
         total = term if total is None else total + term
@@ -418,8 +418,7 @@ def completion_logits(model: DiffusionModel, prompts: PromptBatch, states: Tenso
     input at that step). states ``[B, L]`` long (mask id where still masked) -> ``[B, L, V]``."""
     ids, attn = full_sequence(prompts, states)  # [B, P+L], [B, P+L]
     device = model.device
-    logits = model.logits(ids.to(device), attn.to(device))  # [B, P+L, V]
-    return logits[:, -states.shape[1]:]
+    return model.logits(ids.to(device), attn.to(device), keep=slice(-states.shape[1], None))  # [B, L, V]
 
 
 def step_logprob_sums(logits: Tensor, tokens: Tensor, committed: Tensor) -> Tensor:
@@ -596,15 +595,15 @@ def newly_unmasked_logps_single_pass(
     pos = prompt_position_ids(prompt_mask, l)  # [B, P + L]
     position_ids = torch.cat([pos, pos[:, p:]], dim=1)  # [B, P + 2L]
     attn = staircase_attention_mask(prompt_mask, l, block_length)  # [B, 1, S, S]
-    logits = model.forward(input_ids, attn, position_ids=position_ids).logits  # [B, S, V]
-    copy_logits = logits[:, p + l :]  # [B, L, V]
+    logits = model.logits(input_ids, attn, keep=slice(p, None), position_ids=position_ids)  # [B, 2L, V]
+    copy_logits = logits[:, l:]  # [B, L, V]
     if shifts_logits(model):
         # Dream-style adapters read token i's prediction from raw position i-1 and shift it inside.
         # The first token of re-masked block b must come from the position before it in ITS state,
         # the clean y_{b·B-1} (or the last prompt token): that is the clean copy's shifted logit.
         starts = torch.arange(0, l, block_length, device=logits.device)  # [N_B]
         copy_logits = copy_logits.clone()
-        copy_logits[:, starts] = logits[:, p + starts]
+        copy_logits[:, starts] = logits[:, starts]
     return gather_logprobs(copy_logits, completion_ids)  # [B, L]
 
 
@@ -630,8 +629,8 @@ def newly_unmasked_logps_per_block(
         lo, hi = b * block_length, min((b + 1) * block_length, l)
         input_ids = torch.cat([prompt_ids, completion_ids[:, :lo], remasked[:, lo:hi]], dim=1)  # [B, P + hi]
         attn = staircase_attention_mask(prompt_mask, l, block_length, remasked_blocks=[b], clean_blocks=b)
-        logits = model.forward(input_ids, attn, position_ids=pos[:, : p + hi]).logits  # [B, P + hi, V]
-        out[:, lo:hi] = gather_logprobs(logits[:, p + lo : p + hi], completion_ids[:, lo:hi])
+        logits = model.logits(input_ids, attn, keep=slice(p + lo, p + hi), position_ids=pos[:, : p + hi])  # [B, hi − lo, V]
+        out[:, lo:hi] = gather_logprobs(logits, completion_ids[:, lo:hi])
     return out
 
 
@@ -656,8 +655,8 @@ def newly_unmasked_logps_full_state(
     for b in range(block_steps.shape[1]):
         lo, hi = b * block_length, min((b + 1) * block_length, l)
         x_t, _ = state_before_step(completion_ids, unmask_step, block_steps[:, b], model.mask_token_id)
-        logits = model.forward(torch.cat([prompt_ids, x_t], dim=1), attn).logits  # [B, P + L, V]
-        out[:, lo:hi] = gather_logprobs(logits[:, p + lo : p + hi], completion_ids[:, lo:hi])
+        logits = model.logits(torch.cat([prompt_ids, x_t], dim=1), attn, keep=slice(p + lo, p + hi))  # [B, hi − lo, V]
+        out[:, lo:hi] = gather_logprobs(logits, completion_ids[:, lo:hi])
     return out
 
 

@@ -208,6 +208,7 @@ class HFDiffusionModel(DiffusionModel):
     Config: ClassVar[type[ComponentConfig]] = HFModelConfig
     supports_4d_mask: ClassVar[bool] = True
     supports_kv_cache: ClassVar[bool] = True
+    supports_logits_to_keep: ClassVar[bool] = True
     shift_logits: ClassVar[bool] = False
     default_mask_token_id: ClassVar[int | None] = None
     supports_4bit: ClassVar[bool] = True  # QLoRA: apply_lora quantises the loaded base to NF4
@@ -333,11 +334,14 @@ class HFDiffusionModel(DiffusionModel):
         past_key_values: Any = None,
         use_cache: bool = False,
         output_hidden_states: bool = False,
+        logits_to_keep: slice | None = None,
     ) -> ModelOutput:
         """One bidirectional pass; ``logits[:, i]`` predicts token ``i``. Adds 1 to ``nfe``.
 
         With ``past_key_values`` (a prefix cache of ``C`` positions) ``input_ids`` holds the
         positions after the prefix and a 2-D ``attention_mask`` covers all ``C + S`` keys.
+        ``logits_to_keep`` (a slice of the ``S`` query positions) runs the output layer on those
+        positions only: ``logits`` is ``[B, |slice|, V]`` (``hidden_states`` stay ``[B, S, H]``).
         """
         if self.lockstep is not None:
             self.lockstep.before_forward()
@@ -366,9 +370,17 @@ class HFDiffusionModel(DiffusionModel):
         }
         if past_key_values is not None:
             kwargs[self._cache_kwarg] = past_key_values
+        if logits_to_keep is not None:
+            start, stop, stride = logits_to_keep.indices(s)
+            if stride != 1:
+                raise ValueError(f"logits_to_keep: a contiguous slice of positions is needed (got step {stride})")
+            rows = torch.arange(start, stop, device=device)  # [K]
+            if self.shift_logits:  # logits[i] is the network's output at i − 1 (position 0 keeps its own)
+                rows = (rows - 1).clamp_min(0)
+            kwargs["logits_to_keep"] = rows
         out = self.module(**kwargs)
-        logits = out.logits  # [B, S, V]
-        if self.shift_logits:
+        logits = out.logits  # [B, S, V], or [B, K, V] with logits_to_keep
+        if self.shift_logits and logits_to_keep is None:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         hidden = out.hidden_states[-1] if output_hidden_states and out.hidden_states is not None else None
         cache = None

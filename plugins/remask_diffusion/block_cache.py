@@ -33,18 +33,21 @@ CachePolicy = Literal["none", "prefix", "dual"]
 
 
 class BlockForward:
-    """One forward pass per sampler step, returning the logits from the block start onwards.
+    """One forward pass per sampler step, returning the logits of the current block.
 
     ``x`` ``[B, S]`` is the whole sequence, ``attn`` ``[B, S]`` its padding mask. Call
-    :meth:`start_block` when a block begins; :meth:`__call__` then returns ``[B, S − lo, V]`` logits
-    (block and suffix) on a full or prefix-cached pass, and ``[B, hi − lo, V]`` (block only) on a
-    dual-cached pass after the block's first step. Adds one to ``model.nfe`` per call.
+    :meth:`start_block` when a block begins; :meth:`__call__` then returns the block's ``[B, hi − lo, V]``
+    logits, on every pass and under every policy: the output layer runs on the block only
+    (``DiffusionModel.logits(keep=)``; at a 126k vocabulary it is most of a narrow model's pass). With
+    ``keep_suffix`` (a sampler recording greedy completions of the whole remaining sequence) full and
+    prefix-cached passes return ``[B, S − lo, V]`` (block and suffix); a dual-cached pass after the
+    block's first step has only the block. Adds one to ``model.nfe`` per call.
     """
 
-    def __init__(self, model: DiffusionModel, attn: Tensor, policy: CachePolicy) -> None:
+    def __init__(self, model: DiffusionModel, attn: Tensor, policy: CachePolicy, *, keep_suffix: bool = False) -> None:
         if policy != "none" and not model.supports_kv_cache:
             policy = "none"  # e.g. Dream: its logit shift needs the prefix's last position
-        self.model, self.attn, self.policy = model, attn, policy
+        self.model, self.attn, self.policy, self.keep_suffix = model, attn, policy, keep_suffix
         b, s = attn.shape
         self.positions = padding_position_ids(attn, b, s, s, attn.device)  # [B, S]
         self.cache: Any = None
@@ -54,20 +57,29 @@ class BlockForward:
         """The next call is the block's first step: a full pass that (re)builds the cache."""
         self.cache, self.lo, self.hi = None, lo, hi
 
+    def _forward(self, x: Tensor, attn: Tensor, keep: slice, **kwargs: Any) -> Any:
+        if self.model.supports_logits_to_keep:
+            return self.model.forward(x, attn, logits_to_keep=keep, **kwargs)
+        out = self.model.forward(x, attn, **kwargs)
+        out.logits = out.logits[:, keep]
+        return out
+
     def __call__(self, x: Tensor) -> Tensor:
         lo, hi, s = self.lo, self.hi, x.shape[1]
+        end = None if self.keep_suffix else hi
         if self.policy == "none":
-            return self.model.logits(x, self.attn)[:, lo:]  # [B, S − lo, V]
+            return self.model.logits(x, self.attn, keep=slice(lo, end))  # [B, hi − lo, V] ([B, S − lo, V])
         if self.cache is None:  # block start: full pass, keep what the policy caches
-            out = self.model.forward(x, self.attn, use_cache=True)
+            out = self._forward(x, self.attn, slice(lo, end), use_cache=True)
             self.cache = out.past_key_values
             if self.policy == "prefix":
                 crop_cache(self.cache, lo)
-            return out.logits[:, lo:]
+            return out.logits
         if self.policy == "prefix":
-            out = self.model.forward(x[:, lo:], self.attn, past_key_values=self.cache, use_cache=True)
+            out = self._forward(x[:, lo:], self.attn, slice(0, None if self.keep_suffix else hi - lo),
+                                past_key_values=self.cache, use_cache=True)
             crop_cache(self.cache, lo)
-            return out.logits  # [B, S − lo, V]
+            return out.logits  # [B, hi − lo, V] ([B, S − lo, V])
         # dual: the block's queries attend to the cached prompt/finished blocks/suffix (without the
         # block's stale entries) and to the block's fresh keys, appended after the S cached ones
         keys = torch.cat([self.attn, self.attn[:, lo:hi]], dim=1).clone()  # [B, S + Bl]

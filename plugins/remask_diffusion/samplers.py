@@ -197,15 +197,16 @@ class LLaDASampler(Sampler):
                 raise ValueError("cfg_scale > 0 needs cache 'none' (the unconditional pass has its own prompt)")
             return self
 
-    def _logits(self, model: DiffusionModel, x: Tensor, attn: Tensor, prompt: Tensor) -> Tensor:
-        """Model logits, with classifier-free guidance ``ℓu + (w+1)(ℓc − ℓu)`` when ``w > 0``. # [B, S, V]"""
+    def _logits(self, model: DiffusionModel, x: Tensor, attn: Tensor, prompt: Tensor, keep: slice) -> Tensor:
+        """Logits of the ``keep`` positions, with classifier-free guidance ``ℓu + (w+1)(ℓc − ℓu)`` when
+        ``w > 0``. # [B, |keep|, V]"""
         w = self.config.cfg_scale
         if w <= 0:
-            return model.logits(x, attn)
+            return model.logits(x, attn, keep=keep)
         uncond = x.clone()
         p = prompt.shape[1]
         uncond[:, :p] = torch.where(prompt, torch.full_like(x[:, :p], model.mask_token_id), x[:, :p])
-        both = model.logits(torch.cat([x, uncond]), torch.cat([attn, attn]))
+        both = model.logits(torch.cat([x, uncond]), torch.cat([attn, attn]), keep=keep)
         cond, unc = both.chunk(2)
         return unc + (w + 1.0) * (cond - unc)
 
@@ -219,7 +220,7 @@ class LLaDASampler(Sampler):
         steps_per_block = max(1, c.steps // n_blocks)
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
         prompt_real = attn[:, :p]
-        passes = BlockForward(model, attn, c.cache) if c.cfg_scale <= 0 else None
+        passes = BlockForward(model, attn, c.cache, keep_suffix=c.record_greedy_ids) if c.cfg_scale <= 0 else None
         workspace = RowWorkspace(b * c.block_length)
         nfe0 = model.nfe
         for block in range(n_blocks):
@@ -230,9 +231,10 @@ class LLaDASampler(Sampler):
             for s in range(steps_per_block):
                 step = block * steps_per_block + s
                 if passes is None:
-                    tail = self._logits(model, x, attn, prompt_real)[:, lo:]  # [B, P+L−lo, V]
+                    keep = slice(lo, None if c.record_greedy_ids else hi)
+                    tail = self._logits(model, x, attn, prompt_real, keep)  # [B, Bl, V] ([B, P+L−lo, V])
                 else:
-                    tail = passes(x)  # [B, P+L−lo, V], or [B, Bl, V] on a dual-cached step
+                    tail = passes(x)  # [B, Bl, V]; [B, P+L−lo, V] when recording greedy completions
                 logits = tail[:, : hi - lo]  # [B, Bl, V]; only the block competes
                 greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]
@@ -315,7 +317,7 @@ class DreamSampler(Sampler):
             masked = x[:, p:] == mask_id  # [B, L]
             if not bool(masked.any()):
                 break
-            logits = model.logits(x, attn)[:, p:]  # [B, L, V]; the adapter undid any AR shift
+            logits = model.logits(x, attn, keep=slice(p, None))  # [B, L, V]; the adapter undid any AR shift
             t, s = float(timesteps[i]), float(timesteps[i + 1])
             last = i == c.steps - 1
             greedy = _greedy_fill(x[:, p:], logits, 0, mask_id) if c.record_greedy_ids else None
@@ -374,7 +376,7 @@ class FastDLLMSampler(Sampler):
         b, mask_id = x.shape[0], model.mask_token_id
         n_blocks = c.gen_length // c.block_length
         steps_per_block = max(1, c.steps // n_blocks)
-        passes = BlockForward(model, attn, c.cache)
+        passes = BlockForward(model, attn, c.cache, keep_suffix=c.record_greedy_ids)
         rec = StepRecorder(b, c.gen_length, x.device, model.eos_token_id, c.record_step_stats)
         workspace = RowWorkspace(b * c.block_length)
         row_step = torch.zeros(b, dtype=torch.long, device=x.device)  # per-row step counter
@@ -386,7 +388,7 @@ class FastDLLMSampler(Sampler):
             passes.start_block(lo, hi)
             s = 0
             while bool((x[:, lo:hi] == mask_id).any()):
-                tail = passes(x)  # [B, P+L−lo, V], or [B, Bl, V] on a dual-cached step
+                tail = passes(x)  # [B, Bl, V]; [B, P+L−lo, V] when recording greedy completions
                 logits = tail[:, : hi - lo]  # [B, Bl, V]
                 greedy = _greedy_fill(x[:, p:], tail, lo - p, mask_id) if c.record_greedy_ids else None
                 masked = x[:, lo:hi] == mask_id  # [B, Bl]

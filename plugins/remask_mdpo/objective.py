@@ -147,9 +147,9 @@ class MDPOObjective(remask.PolicyObjective):
         with torch.no_grad():
             ref = old = None
             if c.beta > 0 and context.reference is not None:
-                ref = gather_logprobs(context.reference.logits(ids, attn)[:, p:], flat_t, temperature=tau)
+                ref = gather_logprobs(context.reference.logits(ids, attn, keep=slice(p, None)), flat_t, temperature=tau)
             if context.inner_steps > 1:
-                old = gather_logprobs(context.policy.logits(ids, attn)[:, p:], flat_t, temperature=tau)
+                old = gather_logprobs(context.policy.logits(ids, attn, keep=slice(p, None)), flat_t, temperature=tau)
         if c.beta > 0 and ref is None:
             raise RemaskError("objective mdpo: beta > 0 needs the reference model, but the context has none")
         return MDPOState(input_ids=ids, attention_mask=attn, targets=flat_t, weights=weights.reshape(b * k, l),
@@ -160,7 +160,7 @@ class MDPOObjective(remask.PolicyObjective):
     def loss(self, state: MDPOState, *, inner_step: int, context) -> remask.LossOutput:
         c = self.config
         p = state.prompt_length
-        logits = context.policy.logits(state.input_ids, state.attention_mask)[:, p:]  # [N, L, V]
+        logits = context.policy.logits(state.input_ids, state.attention_mask, keep=slice(p, None))  # [N, L, V]
         logp = gather_logprobs(logits, state.targets, temperature=state.temperature)  # [N, L]
         old = state.old_logps if state.old_logps is not None else logp.detach()
         per_step, kl = mdpo_step_loss(logp, old, state.ref_logps, state.advantages, state.weights, state.masked,

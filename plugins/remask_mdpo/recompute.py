@@ -32,7 +32,7 @@ def greedy_step_predictions(model: remask.DiffusionModel, rollout: remask.Rollou
     preds, confs = torch.empty_like(states), torch.zeros(states.shape, dtype=torch.float32, device=device)
     for k in range(states.shape[1]):
         ids, attn = remask.functional.full_sequence(rollout.prompts, states[:, k])  # [B, P+L]
-        logits = model.logits(ids.to(device), attn.to(device))[:, p:].float()  # [B, L, V]
+        logits = model.logits(ids.to(device), attn.to(device), keep=slice(p, None)).float()  # [B, L, V]
         if 0 <= mask_id < logits.shape[-1]:
             logits[..., mask_id] = float("-inf")
         probs = torch.softmax(logits / temperature, dim=-1)

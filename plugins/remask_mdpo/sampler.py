@@ -228,7 +228,7 @@ class MDPOSampler(remask.Sampler):
                 masked = x == mask_id  # [B, L]
                 if c.rcr:
                     states.append(x.to(torch.int32).cpu())
-                logits = model.logits(torch.cat([prompt_ids, x], dim=1), attn)[:, p:]  # [B, L, V]
+                logits = model.logits(torch.cat([prompt_ids, x], dim=1), attn, keep=slice(p, None))  # [B, L, V]
                 ids, conf, score = self._propose(logits, masked, generator, mask_id)
                 pred = torch.where(masked, ids, x)  # x̂0_t [B, L]
                 preds.append(pred.to(torch.int32).cpu())

@@ -32,15 +32,17 @@ def sequence(model, prompts, gen_length, fill_until, seed=0):
     return x, attn
 
 
-@pytest.mark.parametrize("policy", ["prefix", "dual"])
-def test_block_start_pass_is_the_full_pass(tiny_model, padded, policy):
+@pytest.mark.parametrize("keep_suffix", [False, True])
+@pytest.mark.parametrize("policy", ["none", "prefix", "dual"])
+def test_block_start_pass_is_the_full_pass(tiny_model, padded, policy, keep_suffix):
+    """The block's logits (with keep_suffix: block and suffix) of a block's first pass are the full pass's."""
     x, attn = sequence(tiny_model, padded, 16, 8)
     p = padded.prompt_length
-    passes = BlockForward(tiny_model, attn, policy)
+    passes = BlockForward(tiny_model, attn, policy, keep_suffix=keep_suffix)
     passes.start_block(p + 8, p + 12)
     with torch.no_grad():
         got = passes(x)
-        want = tiny_model.logits(x, attn)[:, p + 8:]
+        want = tiny_model.logits(x, attn)[:, p + 8:] if keep_suffix else tiny_model.logits(x, attn)[:, p + 8:p + 12]
     assert torch.equal(got, want)
 
 

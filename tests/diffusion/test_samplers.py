@@ -356,11 +356,12 @@ def test_llada_cfg_combines_conditional_and_unconditional_logits():
     sampler = LLaDASampler(LLaDASampler.Config(gen_length=4, block_length=4, steps=4, cfg_scale=2.0))
     x = torch.cat([prompts.prompt_ids, torch.full((1, 4), 2)], 1)
     attn = torch.ones_like(x, dtype=torch.bool)
-    got = sampler._logits(model, x, attn, prompts.attention_mask)
-    cond = model.forward(x).logits
+    p = prompts.prompt_length
+    got = sampler._logits(model, x, attn, prompts.attention_mask, slice(p, None))  # the completion's logits
+    cond = model.forward(x).logits[:, p:]
     uncond_x = x.clone()
-    uncond_x[:, : prompts.prompt_length] = 2
-    unc = model.forward(uncond_x).logits
+    uncond_x[:, :p] = 2
+    unc = model.forward(uncond_x).logits[:, p:]
     torch.testing.assert_close(got, unc + 3.0 * (cond - unc))
     assert not torch.allclose(cond, unc)
 

@@ -203,7 +203,7 @@ class SftTrainer(Engine):
                 ids = torch.cat([prompts.prompt_ids[rows], noisy[rows]], 1)  # [b, P+L]
                 attn = torch.cat([prompts.attention_mask[rows], torch.ones_like(noisy[rows], dtype=torch.bool)], 1)
                 with acc.autocast():
-                    logits = self.model.logits(ids, attn)[:, prompts.prompt_length:]  # [b, L, V]
+                    logits = self.model.logits(ids, attn, keep=slice(prompts.prompt_length, None))  # [b, L, V]
                     logps = gather_logprobs(logits, targets[rows])  # [b, L]
                     loss = masked_diffusion_sft_loss(logps, masked[rows], ratio[rows], target_mask[rows])
                 if not torch.isfinite(loss.detach()):

@@ -43,7 +43,7 @@ def exact_trajectory_logp(model: DiffusionModel, rollout: Rollout) -> Tensor:
         if not newly.any():
             continue
         ids, attn = full_sequence(rollout.prompts, x_k)  # [B, P+L]
-        logits = model.logits(ids.to(model.device), attn.to(model.device))[:, p:]  # [B, L, V]
+        logits = model.logits(ids.to(model.device), attn.to(model.device), keep=slice(p, None))  # [B, L, V]
         logp = gather_logprobs(logits, rollout.completion_ids.to(logits.device)).double().cpu()  # [B, L]
         total += (logp * newly.double()).sum(-1)
     return total
