@@ -155,9 +155,19 @@ class DiffusionModel(Component):
         """
         if keep is None:
             return self.forward(input_ids, attention_mask, **kwargs).logits
+        return self.forward_kept(input_ids, attention_mask, keep=keep, **kwargs).logits
+
+    def forward_kept(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, keep: slice,
+                     **kwargs: Any) -> ModelOutput:
+        """:meth:`forward` whose ``logits`` are those of the ``keep`` positions only (``[B, |keep|, V]``;
+        hidden states and cache as :meth:`forward` gives them), on any adapter: with
+        ``supports_logits_to_keep`` the output layer runs on those positions alone, otherwise the full
+        output is sliced."""
         if self.supports_logits_to_keep:
-            return self.forward(input_ids, attention_mask, logits_to_keep=keep, **kwargs).logits
-        return self.forward(input_ids, attention_mask, **kwargs).logits[:, keep]
+            return self.forward(input_ids, attention_mask, logits_to_keep=keep, **kwargs)
+        out = self.forward(input_ids, attention_mask, **kwargs)
+        out.logits = out.logits[:, keep]
+        return out
 
     @contextlib.contextmanager
     def decoding(self) -> Iterator[None]:

@@ -57,27 +57,20 @@ class BlockForward:
         """The next call is the block's first step: a full pass that (re)builds the cache."""
         self.cache, self.lo, self.hi = None, lo, hi
 
-    def _forward(self, x: Tensor, attn: Tensor, keep: slice, **kwargs: Any) -> Any:
-        if self.model.supports_logits_to_keep:
-            return self.model.forward(x, attn, logits_to_keep=keep, **kwargs)
-        out = self.model.forward(x, attn, **kwargs)
-        out.logits = out.logits[:, keep]
-        return out
-
     def __call__(self, x: Tensor) -> Tensor:
         lo, hi, s = self.lo, self.hi, x.shape[1]
         end = None if self.keep_suffix else hi
         if self.policy == "none":
             return self.model.logits(x, self.attn, keep=slice(lo, end))  # [B, hi − lo, V] ([B, S − lo, V])
         if self.cache is None:  # block start: full pass, keep what the policy caches
-            out = self._forward(x, self.attn, slice(lo, end), use_cache=True)
+            out = self.model.forward_kept(x, self.attn, keep=slice(lo, end), use_cache=True)
             self.cache = out.past_key_values
             if self.policy == "prefix":
                 crop_cache(self.cache, lo)
             return out.logits
         if self.policy == "prefix":
-            out = self._forward(x[:, lo:], self.attn, slice(0, None if self.keep_suffix else hi - lo),
-                                past_key_values=self.cache, use_cache=True)
+            out = self.model.forward_kept(x[:, lo:], self.attn, keep=slice(0, None if self.keep_suffix else hi - lo),
+                                          past_key_values=self.cache, use_cache=True)
             crop_cache(self.cache, lo)
             return out.logits  # [B, hi − lo, V] ([B, S − lo, V])
         # dual: the block's queries attend to the cached prompt/finished blocks/suffix (without the

@@ -151,9 +151,9 @@ class TraceRLObjective(remask.PolicyObjective):
                 continue
             masked = unmask[rows] >= starts[rows, g].unsqueeze(-1)  # [B_g, L] positions not yet committed
             x = torch.where(masked, torch.full_like(comp[rows], model.mask_token_id), comp[rows])  # [B_g, L]
-            out = model.forward(torch.cat([prompt_ids[rows], x], dim=1), attention[rows],
-                                output_hidden_states=want_values)
-            lp = gather_logprobs(out.logits[:, p:], comp[rows])  # [B_g, L]
+            out = model.forward_kept(torch.cat([prompt_ids[rows], x], dim=1), attention[rows], keep=slice(p, None),
+                                     output_hidden_states=want_values)
+            lp = gather_logprobs(out.logits, comp[rows])  # [B_g, L]
             sel = in_g[rows]
             logps[rows] = torch.where(sel, lp, logps[rows])
             if want_values:
