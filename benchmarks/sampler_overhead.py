@@ -82,7 +82,9 @@ class LogitsReplay:
         cache = self._Cache() if kwargs.get("use_cache") else None
         # a view, not a copy: samplers leave logits as they got them (the one column they mask for
         # the argmax is restored), and a copy would be counted as the sampler's own work
-        return ModelOutput(logits=self.logits[:b, -s:], past_key_values=cache)
+        logits = self.logits[:b, -s:]  # [B, S, V]
+        keep = kwargs.get("logits_to_keep")
+        return ModelOutput(logits=logits if keep is None else logits[:, keep], past_key_values=cache)
 
 
 def time_sampler(sampler, model, prompts, repeats: int) -> tuple[float, int]:

@@ -49,6 +49,7 @@ __all__ = [
     "fake_rollout",
     "fake_context",
     "fake_data_filter_context",
+    "FullLogits",
     "registered_plugin",
     "check_component",
     "HOSTILE_COMPLETIONS",
@@ -138,6 +139,33 @@ class FakeModel(DiffusionModel):
         self.nfe += 1
         logits, h = self.module(input_ids, attention_mask)
         return ModelOutput(logits=logits, hidden_states=h if output_hidden_states else None)
+
+
+class FullLogits:
+    """``model`` as an adapter without ``supports_logits_to_keep``: every pass computes every position's
+    logits and ``keep`` slices them afterwards (what all passes cost before kept logits). Everything
+    else is ``model``'s own, so a sampler run through both must decode identically; benchmarks time the
+    two side by side (``benchmarks/kept_logits.py``)."""
+
+    supports_logits_to_keep = False
+
+    def __init__(self, model: DiffusionModel) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def forward(self, *args: Any, logits_to_keep: slice | None = None, **kwargs: Any) -> ModelOutput:
+        out = self.model.forward(*args, **kwargs)
+        if logits_to_keep is not None:
+            out.logits = out.logits[:, logits_to_keep]
+        return out
+
+    def forward_kept(self, *args: Any, keep: slice, **kwargs: Any) -> ModelOutput:
+        return self.forward(*args, logits_to_keep=keep, **kwargs)
+
+    def logits(self, *args: Any, keep: slice | None = None, **kwargs: Any) -> Tensor:
+        return self.forward(*args, logits_to_keep=keep, **kwargs).logits
 
 
 def fake_prompts(texts: Sequence[str] = ("1+1=", "2+3="), group_size: int = 2,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from remask.testing import FakeModel
+from remask.testing import FakeModel, FullLogits
 from remask_diffusion.dream import DreamModel
 from remask_diffusion.llada import LLaDAModel
 from remask_diffusion.samplers import DreamSampler, FastDLLMSampler, LLaDASampler
@@ -95,28 +95,6 @@ def test_strided_slices_are_refused(adapters):
         model.logits(x, attn, keep=slice(0, 8, 2))
 
 
-class _FullLogits:
-    """The same adapter, made to compute every position's logits (the behaviour before ``keep``)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    supports_logits_to_keep = False
-
-    def logits(self, input_ids, attention_mask=None, *, keep=None, **kw):
-        out = self.model.forward(input_ids, attention_mask, **kw).logits
-        return out if keep is None else out[:, keep]
-
-    def forward(self, *args, logits_to_keep=None, **kw):
-        out = self.model.forward(*args, **kw)
-        if logits_to_keep is not None:
-            out.logits = out.logits[:, logits_to_keep]
-        return out
-
-
 @pytest.mark.parametrize("cls, cfg", [
     (LLaDASampler, dict(gen_length=8, block_length=4, steps=8, temperature=1.0, cache="none")),
     (LLaDASampler, dict(gen_length=8, block_length=4, steps=8, temperature=0.0, cache="prefix")),
@@ -130,9 +108,31 @@ def test_rollouts_are_bit_identical_with_and_without_kept_logits(adapters, cls, 
     prompts = make_prompts(model, texts=("1+2=", "33+44="), group_size=2)
     sampler = cls(cls.Config(**cfg))
     lean = sampler.sample(model, prompts, torch.Generator().manual_seed(3))
-    full = sampler.sample(_FullLogits(model), prompts, torch.Generator().manual_seed(3))
+    full = sampler.sample(FullLogits(model), prompts, torch.Generator().manual_seed(3))
     for field in ("completion_ids", "unmask_step", "step_logps", "step_entropies", "greedy_ids"):
         a, b = getattr(lean, field, None), getattr(full, field, None)
         assert (a is None) == (b is None), field
         if a is not None:
             assert torch.equal(a, b), field
+
+
+@pytest.mark.slow  # a subprocess importing transformers: ~6 s
+def test_kept_logits_benchmark_runs_tiny_and_finds_identical_rollouts():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "kept_logits.py"
+    out = subprocess.run([sys.executable, str(script), "--tiny"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "NFE" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["llada, no cache", "llada, prefix cache", "llada, dual cache",
+                                                       "fast-dllm 0.9, dual cache"]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-1] == "yes", row  # both variants decode identically
+        assert float(cells[5]) >= float(cells[6]) > 0, row  # kept logits never larger than full ones
+    no_cache = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert float(no_cache[5]) > float(no_cache[6])  # an uncached pass keeps one block of the whole sequence
