@@ -159,7 +159,7 @@ class EvalConfig(_Strict):
     greedy: bool = Field(True, description="Decode greedily (temperature 0) for accuracy.")
     batch_size: int = Field(64, ge=1, description="Prompts per sampler call.")
     sampler: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the sampler section for evaluation (e.g. steps); with `name`, another sampler with its own defaults (gen_length, block_length and steps carried over)."
+        default_factory=dict, description="Overrides of the sampler section for evaluation (e.g. steps); with `name`, another sampler with its own defaults (gen_length, block_length, steps and the sampling temperature carried over)."
     )
     gen_lengths: list[int] = Field(default_factory=list, description="Evaluate at several generation lengths.")
     before_training: bool = Field(False, description="`remask train` evaluates before the first step.")
@@ -330,8 +330,9 @@ def eval_sampler_config(sampler: ComponentSpec, eval_config: EvalConfig, registr
 
     When ``eval.sampler`` names another sampler (``name: llada``), evaluation uses that sampler with
     its own defaults plus the other ``eval.sampler`` fields; only the answer's shape (``gen_length``,
-    ``block_length``, ``steps``) is carried over from the training sampler. That holds evaluation
-    fixed across pipelines that train with different samplers (``remask compare``).
+    ``block_length``, ``steps``) and the sampling ``temperature`` (pass@k's; greedy evaluation sets
+    0 anyway) are carried over from the training sampler. That holds evaluation fixed across
+    pipelines that train with different samplers (``remask compare``).
     Raises :class:`ConfigError` with one line per problem, located under ``eval.sampler``."""
     own = dict(eval_config.sampler)
     name = str(own.pop("name", sampler.name))
@@ -344,7 +345,7 @@ def eval_sampler_config(sampler: ComponentSpec, eval_config: EvalConfig, registr
     if name == sampler.name:
         params = base
     else:
-        params = {k: base[k] for k in ("gen_length", "block_length", "steps") if k in base and k in fields}
+        params = {k: base[k] for k in ("gen_length", "block_length", "steps", "temperature") if k in base and k in fields}
     params.update(own)
     if eval_config.greedy and "temperature" in fields:
         params["temperature"] = 0.0

@@ -143,6 +143,12 @@ def test_eval_sampler_named_replaces_the_training_sampler(fakes, make_config):
     assert sampler.name == "llada"
     c = sampler.config
     assert (c.gen_length, c.block_length, c.steps, c.remasking, c.temperature) == (6, 3, 6, "random", 0.0)
+    # pass@k samples at the training sampler's temperature, not at the named sampler's default (llada: 0,
+    # which left pass@k empty for every fast-dllm pipeline of a comparison); eval.sampler may still set it
+    sampled = cfg.eval.model_copy(update={"greedy": False})
+    assert build_eval_sampler(cfg.sampler, sampled).config.temperature == 1.0
+    hotter = sampled.model_copy(update={"sampler": {"name": "llada", "temperature": 0.7}})
+    assert build_eval_sampler(cfg.sampler, hotter).config.temperature == 0.7
     # the same name as the training sampler keeps the overrides' meaning
     cfg = make_config(sections={"eval": {"sampler": {"name": "fake-sampler", "steps": 2}}})
     assert build_eval_sampler(cfg.sampler, cfg.eval).config.model_dump() == {**cfg.sampler.params.model_dump(), "steps": 2}
