@@ -331,29 +331,35 @@ def _run_meta(module: nn.Module, fn: Callable[[], Any]) -> int:
 
 
 def _forward_peak(module: nn.Module, rows: int, seq: int, *, drawn: int) -> int:
-    """One no-grad pass over ``[rows, seq]`` and fp32 probabilities of the last ``drawn`` positions."""
+    """One no-grad pass over ``[rows, seq]`` whose output layer runs on the last ``drawn`` positions
+    only (``DiffusionModel.logits(keep=)``: the block a sampler decides, the completion a likelihood
+    scores), and their fp32 probabilities."""
     ids = torch.zeros(rows, seq, dtype=torch.long, device="meta")  # [R, S]
 
     def run() -> Any:
         with torch.no_grad():
-            logits = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False).logits
-            probs = logits[:, seq - drawn:].float().softmax(-1)  # [R, drawn, V] what is drawn from / scored
+            logits = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False,
+                            logits_to_keep=drawn).logits  # [R, drawn, V]
+            probs = logits.float().softmax(-1)  # [R, drawn, V] what is drawn from / scored
             return logits, probs
 
     return _run_meta(module, run)
 
 
-def _loss_peak(module: nn.Module, shapes: list[tuple[int, int]], scored: int, *, keep_grads: bool) -> int:
-    """Forward passes of ``shapes`` (rows, sequence) with gradients, graphs alive together, fp32
-    log-probabilities of the last ``scored`` positions of each, then one backward."""
+def _loss_peak(module: nn.Module, shapes: list[tuple[int, int]], prompt_length: int, *, keep_grads: bool) -> int:
+    """Forward passes of ``shapes`` (rows, sequence) with gradients, graphs alive together, the
+    output layer and fp32 log-probabilities on every position after the prompt (the completion, or
+    dTRPO's two copies of it), then one backward."""
 
     def run() -> None:
         with torch.enable_grad():  # also when the caller plans inside no_grad
             loss = None
             for rows, seq in shapes:
+                scored = max(1, seq - prompt_length)
                 ids = torch.zeros(rows, seq, dtype=torch.long, device="meta")  # [M', S']
-                out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False)
-                logits = out.logits[:, seq - scored:]  # [M', L, V]
+                out = module(input_ids=ids, attention_mask=_bidirectional(rows, seq), use_cache=False,
+                             logits_to_keep=scored)  # the completion's logits only, as the likelihoods keep them
+                logits = out.logits  # [M', L, V]
                 del out
                 # as remask.functional.gather_logprobs: fp32 cross-entropy keeps one [M'·L, V] log-softmax
                 term = -torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -425,7 +431,7 @@ def plan_memory(inputs: PlanInputs, *, largest_micro_batch: bool = True) -> Memo
     sharded_grads = div_g > 1
 
     def loss_peak(rows: int) -> int:  # activations (+ full gradients where they are not sharded)
-        return _loss_peak(module, [inputs.pass_shape(p, rows) for p in passes], inputs.gen_length,
+        return _loss_peak(module, [inputs.pass_shape(p, rows) for p in passes], inputs.prompt_length,
                           keep_grads=not sharded_grads)
 
     loss_act = loss_peak(inputs.micro_batch)
