@@ -118,3 +118,27 @@ def test_committed_report_is_this_specs(spec_and_base):
     assert "remask compare examples/compare-scan-fast.yaml" in report and "Machine:" in report
     assert "## Paired by seed against `llada`" in report
     assert "## How this report was made" in report and "## Reading it" in report
+
+
+def test_arith_companion_shares_the_protocol_and_only_the_rollout_sampler_differs():
+    """examples/compare-arith-fast.yaml: the same four rollout samplers on builtin:tiny-arith, where RL's own
+    gain is resolvable; GRPO everywhere, one llada evaluation with pass@k at the training temperature."""
+    spec, configs = pipeline_configs(ROOT / "examples" / "compare-arith-fast.yaml")
+    assert len(spec.seeds) >= 5 and spec.reference == "llada" and spec.evaluate_base
+    assert list(configs) == ["llada", "llada-dual", "fast-dllm-dual", "fast-dllm-dual-nocap"]
+    anchor = configs["llada"]
+    assert anchor.model.params.path == "builtin:tiny-arith" and anchor.objective.name == "grpo"
+    for name, cfg in configs.items():
+        for section in ("model", "task", "objective", "advantage"):
+            assert getattr(cfg, section).dump() == getattr(anchor, section).dump(), (name, section)
+        assert cfg.step_selector is None
+        assert cfg.train.model_dump(exclude={"output_dir"}) == anchor.train.model_dump(exclude={"output_dir"}), name
+        greedy = build_eval_sampler(cfg.sampler, cfg.eval)
+        sampled = build_eval_sampler(cfg.sampler, cfg.eval.model_copy(update={"greedy": False}))
+        assert (greedy.name, greedy.config.cache, greedy.config.temperature) == ("llada", "none", 0.0), name
+        assert sampled.config.temperature == cfg.sampler.params.temperature == 1.0, name
+    assert configs["llada-dual"].sampler.params.cache == "dual"
+    fast, nocap = configs["fast-dllm-dual"].sampler.params, configs["fast-dllm-dual-nocap"].sampler.params
+    assert (fast.cache, fast.threshold, fast.max_tokens_per_step) == ("dual", 0.9, 2)
+    assert nocap.model_dump(exclude={"max_tokens_per_step"}) == fast.model_dump(exclude={"max_tokens_per_step"})
+    assert nocap.max_tokens_per_step is None
