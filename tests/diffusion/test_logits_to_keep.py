@@ -136,3 +136,20 @@ def test_kept_logits_benchmark_runs_tiny_and_finds_identical_rollouts():
         assert float(cells[5]) >= float(cells[6]) > 0, row  # kept logits never larger than full ones
     no_cache = [c.strip() for c in rows[0].strip("|").split("|")]
     assert float(no_cache[5]) > float(no_cache[6])  # an uncached pass keeps one block of the whole sequence
+
+
+def test_the_engines_reference_keeps_logits_like_its_policy(adapters):
+    """The reference wrapper (a frozen copy here) passes `keep` through to the adapter's output layer."""
+    from remask.engine.components import make_reference
+
+    model = adapters["tiny"]
+    reference = make_reference(model, lora=False)
+    assert reference.supports_logits_to_keep
+    prompts, x, attn = _batch(model)
+    p = prompts.prompt_length
+    rows = _Rows(reference.base)
+    with torch.no_grad():
+        got = reference.logits(x, attn, keep=slice(p, None))
+        want = model.logits(x, attn)[:, p:]
+    rows.handle.remove()
+    assert torch.equal(got, want) and rows.seen == [x.shape[1] - p]

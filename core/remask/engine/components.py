@@ -157,6 +157,7 @@ class ReferenceModel(DiffusionModel):
         self.supports_4d_mask = base.supports_4d_mask  # type: ignore[misc]
         self.supports_kv_cache = base.supports_kv_cache  # type: ignore[misc]
         self.shift_logits = base.shift_logits  # type: ignore[misc]
+        self.supports_logits_to_keep = base.supports_logits_to_keep  # type: ignore[misc]
 
     @property
     def module(self) -> torch.nn.Module:  # type: ignore[override]
