@@ -123,7 +123,7 @@ class DiffusionModel(Component):
     #: adapter undoes the shift, but code that builds its own attention layouts must know it
     shift_logits: ClassVar[bool] = False
     #: ``forward`` accepts ``logits_to_keep`` (a slice of query positions) and runs the output layer
-    #: on those positions only; :meth:`logits` with ``keep=`` slices a full output for adapters without
+    #: on those positions only; :meth:`logits` with ``keep=`` slices a full output for adapters without it
     supports_logits_to_keep: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
