@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rollout_speed import clock, random_llada, random_prompts  # noqa: E402
+from rollout_speed import add_shape_args, clock, random_llada, random_prompts  # noqa: E402
 
 from remask.testing import FullLogits
 from remask_diffusion.samplers import FastDLLMSampler, LLaDASampler
@@ -64,15 +64,7 @@ def cases(gen_length: int, block_length: int) -> list[tuple[str, Any, dict]]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="a minute model and short rollouts (seconds; tests run this)")
-    ap.add_argument("--vocab", type=int, default=126464)
-    ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--mlp", type=int, default=768)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--prompt-length", type=int, default=16)
-    ap.add_argument("--gen-length", type=int, default=64)
-    ap.add_argument("--block-length", type=int, default=16)
+    add_shape_args(ap)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median) after one warm-up")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")

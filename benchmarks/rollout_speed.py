@@ -224,12 +224,8 @@ def task_batch(model: DiffusionModel, task_name: str, task_args: list[str], n: i
     return build_prompt_batch(model, examples, group_size=1), task
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-path", default=None,
-                    help="a tiny-adapter checkpoint (builtin:NAME or a directory) instead of the random model")
-    ap.add_argument("--task", default=None, help="with --model-path: the task whose test split is decoded and scored")
-    ap.add_argument("--task-arg", action="append", default=[], help="task config field=value (repeatable)")
+def add_shape_args(ap: argparse.ArgumentParser) -> None:
+    """The random LLaDA-shaped model's width and the rollout's shape (shared with ``kept_logits.py``)."""
     ap.add_argument("--vocab", type=int, default=126464)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -239,6 +235,15 @@ def main() -> None:
     ap.add_argument("--prompt-length", type=int, default=16)
     ap.add_argument("--gen-length", type=int, default=64)
     ap.add_argument("--block-length", type=int, default=16)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-path", default=None,
+                    help="a tiny-adapter checkpoint (builtin:NAME or a directory) instead of the random model")
+    ap.add_argument("--task", default=None, help="with --model-path: the task whose test split is decoded and scored")
+    ap.add_argument("--task-arg", action="append", default=[], help="task config field=value (repeatable)")
+    add_shape_args(ap)
     ap.add_argument("--steps", type=int, default=None, help="default: gen-length (one token per step)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per case (median) after one warm-up")
