@@ -142,3 +142,20 @@ def test_arith_companion_shares_the_protocol_and_only_the_rollout_sampler_differ
     assert (fast.cache, fast.threshold, fast.max_tokens_per_step) == ("dual", 0.9, 2)
     assert nocap.model_dump(exclude={"max_tokens_per_step"}) == fast.model_dump(exclude={"max_tokens_per_step"})
     assert nocap.max_tokens_per_step is None
+
+
+def test_arith_companion_report_is_this_specs():
+    """docs/results/compare-arith-fast/: every pipeline x seed, finished, evaluated with llada (pass@k sampled
+    at temperature 1, so every row has pass@1), and the paired table against llada."""
+    spec, _ = load_compare_spec(ROOT / "examples" / "compare-arith-fast.yaml")
+    out = ROOT / "docs" / "results" / "compare-arith-fast"
+    runs = json.loads((out / "results.json").read_text())
+    names = ["base (untrained)", *[e.name for e in spec.pipelines]]
+    assert sorted((r["pipeline"], r["seed"]) for r in runs) == sorted((n, s) for n in names for s in spec.seeds)
+    for run in runs:
+        assert run["status"] == "finished" and run["eval"]["num_problems"] == spec.eval["limit"]
+        assert (run["eval"]["sampler"]["name"], run["eval"]["sampler"]["sampled_temperature"]) == ("llada", 1.0)
+        assert "1" in run["eval"]["pass_at_k"]
+    report = (out / "report.md").read_text()
+    assert "## Paired by seed against `llada`" in report and "## Reading it" in report
+    assert "remask compare examples/compare-arith-fast.yaml" in report
