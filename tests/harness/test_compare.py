@@ -112,8 +112,11 @@ def test_reference_must_name_a_pipeline_or_the_base(tmp_path):
     spec, _ = load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="base"))
     assert spec.reference_label == "base (untrained)"
     assert load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="d1"))[0].reference_label == "d1"
-    with pytest.raises(ConfigError, match="reference 'd2' is not a pipeline of this comparison; name one of: d1, base"):
+    with pytest.raises(ConfigError) as exc:
         load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="d2"))
+    (line,) = exc.value.problems
+    assert line == (f"{tmp_path / 'spec.yaml'}: reference: 'd2' is not a pipeline of this comparison; "
+                    "name one of: d1, base")
     with pytest.raises(ConfigError, match="name one of: d1$"):  # no base row to pair with
         load_compare_spec(write_spec(tmp_path, [{"name": "d1"}], reference="base", evaluate_base=False))
 

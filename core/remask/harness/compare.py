@@ -111,7 +111,7 @@ class CompareSpec(_Strict):
         if self.reference is not None:
             known = names + (["base"] if self.evaluate_base else [])
             if self.reference not in known:
-                raise ValueError(f"reference {self.reference!r} is not a pipeline of this comparison; "
+                raise ValueError(f"reference: {self.reference!r} is not a pipeline of this comparison; "
                                  f"name one of: {', '.join(known)}")
         return self
 
@@ -131,8 +131,9 @@ def load_compare_spec(path: str | Path) -> tuple[CompareSpec, dict[str, Any]]:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{path}: {loc}: {err['msg']}")
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")  # the spec's own checks name their field
+            lines.append(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}")
         raise ConfigError(lines) from None
     base_path = (Path(path).parent / spec.base).resolve()
     base = read_yaml(base_path)
