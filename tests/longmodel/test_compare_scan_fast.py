@@ -159,3 +159,18 @@ def test_arith_companion_report_is_this_specs():
     report = (out / "report.md").read_text()
     assert "## Paired by seed against `llada`" in report and "## Reading it" in report
     assert "remask compare examples/compare-arith-fast.yaml" in report
+
+
+def test_long_addendum_is_the_same_protocol_at_three_times_the_budget(spec_and_configs):
+    """docs/results/compare-scan-fast/long/spec.yaml: the main spec's evaluation and pipelines (a subset),
+    300 steps instead of 100, so a drift of threshold-rollout RL over a longer run (d1 #25) would show."""
+    spec, configs = spec_and_configs
+    long_spec, long_configs = pipeline_configs(REPORT / "long" / "spec.yaml")
+    assert long_spec.eval == spec.eval and long_spec.reference == "llada"
+    assert long_spec.budget.optimizer_steps == 3 * spec.budget.optimizer_steps
+    assert list(long_configs) == ["llada", "fast-dllm-dual", "fast-dllm-dual-nocap"]
+    for name, cfg in long_configs.items():
+        mine = configs[name]
+        assert cfg.sampler.dump() == mine.sampler.dump() and cfg.objective.dump() == mine.objective.dump(), name
+        assert cfg.train.model_dump(exclude={"output_dir", "max_steps"}) == \
+            mine.train.model_dump(exclude={"output_dir", "max_steps"}), name
