@@ -174,3 +174,17 @@ def test_long_addendum_is_the_same_protocol_at_three_times_the_budget(spec_and_c
         assert cfg.sampler.dump() == mine.sampler.dump() and cfg.objective.dump() == mine.objective.dump(), name
         assert cfg.train.model_dump(exclude={"output_dir", "max_steps"}) == \
             mine.train.model_dump(exclude={"output_dir", "max_steps"}), name
+
+
+def test_long_addendum_report_is_its_specs():
+    spec, _ = load_compare_spec(REPORT / "long" / "spec.yaml")
+    runs = json.loads((REPORT / "long" / "results.json").read_text())
+    names = ["base (untrained)", *[e.name for e in spec.pipelines]]
+    assert sorted((r["pipeline"], r["seed"]) for r in runs) == sorted((n, s) for n in names for s in spec.seeds)
+    for run in runs:
+        assert run["status"] == "finished" and run["eval"]["sampler"]["name"] == "llada"
+        assert "1" in run["eval"]["pass_at_k"]  # the temperature carried over: every row has pass@1
+        if run["pipeline"] != "base (untrained)":
+            assert run["train"]["steps"] == spec.budget.optimizer_steps
+    report = (REPORT / "long" / "report.md").read_text()
+    assert "## Paired by seed against `llada`" in report and "## Reading it" in report
