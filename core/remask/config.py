@@ -418,7 +418,7 @@ def _names_reward(annotation: Any, metadata: Sequence[Any] = ()) -> bool:
     return any(isinstance(m, RewardRef) for m in meta) or any(_names_reward(a) for a in get_args(annotation))
 
 
-def reward_references(params: ComponentConfig) -> list[tuple[str, str]]:
+def _reward_references(params: ComponentConfig) -> list[tuple[str, str]]:
     """``(field, reward label)`` for every value of a :data:`remask.RewardName` field of ``params``."""
     out = []
     for field, info in type(params).model_fields.items():
@@ -439,7 +439,7 @@ def _check_reward_names(built: Mapping[str, Any]) -> list[str]:
     located += [(f"rewards[{i}]", spec) for i, spec in enumerate(built.get("rewards") or ())]
     problems = []
     for where, spec in located:
-        for field, label in reward_references(spec.params):
+        for field, label in _reward_references(spec.params):
             if label not in labels:
                 problems.append(f"{where}.{field}: no reward labelled {label!r}{_suggest(label, labels)} in this "
                                 f"pipeline; rewards: {', '.join(labels)} (a reward's label is its alias, else its name)")

@@ -148,24 +148,15 @@ class FullLogits:
     two side by side (``benchmarks/kept_logits.py``)."""
 
     supports_logits_to_keep = False
+    # the interface's own fallback: a full ``forward`` (``model``'s, through __getattr__), then a slice
+    logits = DiffusionModel.logits
+    forward_kept = DiffusionModel.forward_kept
 
     def __init__(self, model: DiffusionModel) -> None:
         self.model = model
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
-
-    def forward(self, *args: Any, logits_to_keep: slice | None = None, **kwargs: Any) -> ModelOutput:
-        out = self.model.forward(*args, **kwargs)
-        if logits_to_keep is not None:
-            out.logits = out.logits[:, logits_to_keep]
-        return out
-
-    def forward_kept(self, *args: Any, keep: slice, **kwargs: Any) -> ModelOutput:
-        return self.forward(*args, logits_to_keep=keep, **kwargs)
-
-    def logits(self, *args: Any, keep: slice | None = None, **kwargs: Any) -> Tensor:
-        return self.forward(*args, logits_to_keep=keep, **kwargs).logits
 
 
 def fake_prompts(texts: Sequence[str] = ("1+1=", "2+3="), group_size: int = 2,

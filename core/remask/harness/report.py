@@ -80,11 +80,8 @@ def _pass_at(ev: Mapping[str, Any], k: int) -> float:
 
 def summary_rows(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[dict[str, str]]:
     """One row per pipeline: every metric as mean ± 95% CI over its seeds."""
-    by_name: dict[str, list[Mapping[str, Any]]] = {}
-    for r in runs:
-        by_name.setdefault(r["pipeline"], []).append(r)
     rows = []
-    for name, rs in by_name.items():
+    for name, rs in _by_pipeline(runs).items():
         ev = [r["eval"] for r in rs]
         row = {
             "pipeline": name,
