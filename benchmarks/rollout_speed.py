@@ -10,18 +10,21 @@ materialised with random weights, nothing is downloaded. With ``--model-path`` a
 (``builtin:NAME`` or a directory) is decoded on the test split of ``--task`` and greedy accuracy
 (the task's own ``is_correct``) is reported beside the speed.
 
-Overhead = sampler time / Σ (bare forward time of each pass it ran): a block's first pass is timed as
-one bare full pass, each later pass as one bare pass of the same batch, block and cache policy
-(both through the samplers' own ``BlockForward``), so 1.00 means the sampler costs nothing beyond its
-forward passes. On a shared machine that end-to-end ratio swings by ±10 %, so each sampler is also
-timed with the forward pass replaced by replayed logits (its own per-step work alone, as in
-``sampler_overhead.py``), and ``1 + own work / mean bare pass`` is reported beside it. The real run
-also clocks every pass inside the decoding loop, so the end-to-end ratio splits into "passes in the
-loop / Σ bare passes" (is the model slower inside the loop than alone?) and the sampler's own work
-per step measured in the loop. Every time is the median of ``--repeats`` runs (one warm-up rollout
-first). Times are process CPU seconds (``time.process_time``: other jobs on a shared machine do not
-inflate them) on CPU and synchronised wall time on CUDA. Prints the thread count and the load
-average, and a markdown table.
+Overhead = rollout time / time of exactly the same passes replayed alone: every pass of the rollout
+is recorded (input, block, cache policy, where the cache was rebuilt) and run again without the
+sampler through the samplers' own ``BlockForward``, so 1.00 means the sampler costs nothing beyond
+its forward passes. Each timed rollout is paired with its replay, run right after it in even pairs
+and right before it in odd ones, and the table gives the median ratio and every pair's ratio: a
+machine whose speed drifts between a case and a separate bare-pass timing (±10-20 % on a shared VM)
+no longer decides the ratio. Each sampler is also timed with the forward pass replaced by replayed
+logits (its own per-step work alone, as in ``sampler_overhead.py``), and ``1 + own work / mean
+pass`` is reported beside it. The real run also clocks every pass inside the decoding loop, so the
+end-to-end ratio splits into "passes in the loop / replayed" (is the model slower inside the loop
+than alone?) and the sampler's own work per step measured in the loop. Every rollout of a case uses
+the same seed (so the same passes); times are medians of ``--repeats`` runs after one warm-up.
+Times are process CPU seconds (``time.process_time``: other jobs on a shared machine do not inflate
+them) on CPU and synchronised wall time on CUDA. Prints the thread count, the bare passes of each
+policy and the load average, and a markdown table.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sys
@@ -151,17 +155,22 @@ def bare_passes_by_block(model: DiffusionModel, prompts: PromptBatch, gen_length
 
 class PassClock:
     """Times every ``BlockForward`` call (one model pass) while installed: the seconds the decoding
-    loop spent inside the model, so that the rest of a rollout's time is the sampler's own work."""
+    loop spent inside the model, so that the rest of a rollout's time is the sampler's own work.
+    Every call is also recorded (its ``BlockForward``, block, whether it started the block, and a copy
+    of its input) so that :func:`replay_passes` can run exactly the same passes without the sampler."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.seconds, self._call = device, 0.0, BlockForward.__call__
         self.calls: list[tuple[int, bool]] = []  # (block start, full pass?) of every pass
+        self.recorded: list[tuple[BlockForward, int, int, bool, torch.Tensor]] = []
 
     def __enter__(self) -> "PassClock":
         call, timer = self._call, self
 
         def timed(passes: BlockForward, x: torch.Tensor) -> torch.Tensor:
-            timer.calls.append((passes.lo, passes.policy == "none" or passes.cache is None))
+            full = passes.policy == "none" or passes.cache is None
+            timer.calls.append((passes.lo, full))
+            timer.recorded.append((passes, passes.lo, passes.hi, full, x.clone()))
             t = clock(timer.device)
             out = call(passes, x)
             timer.seconds += clock(timer.device) - t
@@ -174,21 +183,69 @@ class PassClock:
         BlockForward.__call__ = self._call  # type: ignore[method-assign]
 
 
-def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch,
-                 repeats: int) -> tuple[float, float, Any, list[tuple[int, bool]]]:
-    """(median rollout seconds, median seconds inside model passes, last rollout, its passes as
-    (block start, full pass?)) over ``repeats`` runs after one warm-up run."""
+def replay_passes(model: DiffusionModel, recorded: list[tuple[BlockForward, int, int, bool, torch.Tensor]]) -> float:
+    """Seconds of exactly the passes a rollout ran (same inputs, blocks and cache policy, each cache
+    rebuilt where the rollout rebuilt it), timed alone: the denominator of the paired overhead."""
+    device, fresh, total = model.device, {}, 0.0
+    with torch.no_grad():
+        for passes, lo, hi, starts, x in recorded:
+            again = fresh.get(id(passes))
+            if again is None:
+                again = fresh[id(passes)] = BlockForward(model, passes.attn, passes.policy,
+                                                         keep_suffix=passes.keep_suffix)
+            if starts:
+                again.start_block(lo, hi)
+            t = clock(device)
+            again(x)
+            total += clock(device) - t
+    return total
+
+
+@dataclass
+class Timing:
+    """A case's timed rollouts, each paired with a replay of its own passes run next to it."""
+
+    seconds: float  # median rollout seconds
+    inside: float  # median seconds inside the model's passes, clocked in the loop
+    replayed: float  # median seconds of the same passes replayed alone
+    ratios: list[float]  # rollout / replay, one per pair
+    rollout: Any
+    calls: list[tuple[int, bool]]
+
+    @property
+    def overhead(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repeats: int, *,
+                 pair: bool = True) -> Timing:
+    """``repeats`` timed rollouts after one warm-up, every one with the same seed (so the same passes);
+    with ``pair``, each is paired with a replay of its passes, run after it in even pairs and before
+    it in odd ones so that a drifting machine tilts neither side."""
     device = model.device
-    sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))  # warm-up
-    times, inside, rollout, calls = [], [], None, []
-    for r in range(repeats):
+
+    def once() -> tuple[float, PassClock, Any]:
         with PassClock(device) as passes:
             t = clock(device)
-            rollout = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(r))
-            times.append(clock(device) - t)
+            out = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))
+            return clock(device) - t, passes, out
+
+    _, warm, rollout = once()
+    if pair:
+        replay_passes(model, warm.recorded)
+    times, inside, replays, ratios = [], [], [], []
+    for r in range(repeats):
+        before = replay_passes(model, warm.recorded) if pair and r % 2 else None
+        seconds, passes, rollout = once()
+        after = replay_passes(model, passes.recorded) if pair and not r % 2 else None
+        replay = before if before is not None else after
+        times.append(seconds)
         inside.append(passes.seconds)
-        calls = passes.calls
-    return statistics.median(times), statistics.median(inside), rollout, calls
+        if replay is not None:
+            replays.append(replay)
+            ratios.append(seconds / replay)
+    return Timing(statistics.median(times), statistics.median(inside),
+                  statistics.median(replays) if replays else float("nan"), ratios, rollout, passes.calls)
 
 
 def cases(gen_length: int, block_length: int, steps: int, temperature: float,
@@ -282,10 +339,10 @@ def main() -> None:
         f"; {pol}-cached, block by block: " + " / ".join(f"{v * 1e3:.1f}" for v in bare[pol][1].values())
         for pol in ("prefix", "dual")))
     print()
-    head = ("| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / Σ bare passes | "
-            "passes in loop / Σ bare passes | own work per step in loop (ms) | "
-            "own work per step, replayed (ms) | 1 + own work (replayed) / mean bare pass |")
-    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    head = ("| sampler | NFE | time (s) | speed-up vs llada no cache | overhead = time / same passes replayed | "
+            "overhead, each pair | passes in loop / replayed | own work per step in loop (ms) | "
+            "own work per step, replayed logits (ms) | 1 + own work (replayed logits) / mean pass |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     digits = None
     if task is not None:
         head, rule = head + " greedy accuracy |", rule + "---:|"
@@ -306,20 +363,20 @@ def main() -> None:
         if args.only and not any(part in label for part in args.only.split(",")):
             continue
         sampler = cls(cls.Config(**cfg))
-        seconds, inside, rollout, calls = time_rollout(sampler, model, prompts, args.repeats)
-        full, later = bare[cfg["cache"]]
-        expected = sum(full if first else later[lo] for lo, first in calls)  # Σ bare passes of this run
-        base = seconds if label == "llada, no cache" else base
+        timing = time_rollout(sampler, model, prompts, args.repeats)
+        rollout, nfe = timing.rollout, timing.rollout.nfe
+        base = timing.seconds if label == "llada, no cache" else base
         model.forward = LogitsReplay(model, replay_logits)  # instance attribute shadows the method
         try:
-            own, _, own_rollout, _ = time_rollout(sampler, model, prompts, args.repeats)
+            own = time_rollout(sampler, model, prompts, args.repeats, pair=False)
         finally:
             del model.forward
-        per_step = own / own_rollout.nfe
-        speedup = f"{base / seconds:.2f}×" if base else "–"
-        row = (f"| {label} | {rollout.nfe} | {seconds:.2f} | {speedup} | {seconds / expected:.3f} | "
-               f"{inside / expected:.3f} | {(seconds - inside) / rollout.nfe * 1e3:.1f} | "
-               f"{per_step * 1e3:.1f} | {1 + per_step / (expected / rollout.nfe):.3f} |")
+        per_step = own.seconds / own.rollout.nfe
+        speedup = f"{base / timing.seconds:.2f}×" if base else "–"
+        pairs = " ".join(f"{r:.3f}" for r in timing.ratios)
+        row = (f"| {label} | {nfe} | {timing.seconds:.2f} | {speedup} | {timing.overhead:.3f} | {pairs} | "
+               f"{timing.inside / timing.replayed:.3f} | {(timing.seconds - timing.inside) / nfe * 1e3:.1f} | "
+               f"{per_step * 1e3:.1f} | {1 + per_step / (timing.replayed / nfe):.3f} |")
         if task is not None:
             acc = statistics.mean(float(task.is_correct(t, r)) for t, r in zip(rollout.texts, prompts.references))
             row += f" {100 * acc:.1f}% |"

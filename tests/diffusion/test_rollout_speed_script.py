@@ -27,6 +27,7 @@ def test_rollout_speed_prints_a_row_per_case():
                       "fast-dllm 0.9, dual, ≤ 2 tokens/step"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 9 and int(cells[1]) == 8  # one token per step: NFE = L
-        assert all(float(c.rstrip("×")) >= 0 for c in cells[2:])  # times, ratios
+        assert len(cells) == 10 and int(cells[1]) == 8  # one token per step: NFE = L
+        assert [float(r) > 0 for r in cells[5].split()] == [True]  # one rollout/replay pair per repeat
+        assert all(float(c.rstrip("×")) >= 0 for c in cells[2:5] + cells[6:])  # times, ratios
     assert "load average" in out.stdout and "median of 1 run(s)" in out.stdout
