@@ -6,7 +6,8 @@ The prompt is one line of ``width`` random digits; the answer is ``lines`` furth
 
 - ``count`` (default): ``y_j = y_{j-1} + (x_j mod 2)``, the running count of odd digits above;
 - ``prefix``: ``y_j = y_{j-1} + x_j``, the running sum of the line above;
-- ``pascal``: ``y_j = x_j + x_{j-1}``, Pascal's rule on the digits.
+- ``pascal``: ``y_j = x_j + x_{j-1}``, Pascal's rule on the digits;
+- ``step``: ``y_j = x_j + (x_{j-1} mod 2)``, the digit above plus the parity of its left neighbour.
 
 Example (``width 5, lines 2``)::
 
@@ -14,7 +15,8 @@ Example (``width 5, lines 2``)::
     completion  12234\\n (count)  34894\\n (prefix)
                 11122               37548
 
-Every answer digit depends only on tokens at fixed relative offsets (``-1`` and ``-(width+1)``), so
+Every answer digit depends only on tokens at fixed relative offsets (``-1`` and ``-(width+1)``; for
+``step`` ``-(width+1)`` and ``-(width+2)``), so
 a small bidirectional model with rotary positions can learn it, yet an exact answer needs every one
 of ``width · lines`` digits right: per-digit accuracy p gives exact match about p^(width·lines).
 That leaves room for RL between "layout right" and "all right", and the per-digit score is a dense,
@@ -26,6 +28,13 @@ and ``pascal`` an answer digit is a mod-10 sum of two uniform digits, so either 
 no information about it (a parity-like target with no partial signal), and small models trained for
 hundreds of steps stayed at chance. Under ``count`` the left neighbour alone predicts the digit up to
 a 0/+1 step and the digit above decides the step, so the loss falls in stages.
+
+``step`` is ``count``'s parallel twin: the same "digit plus a parity" structure, but both inputs are
+in the line above, so every digit of a line is decided by the finished line above it and a line (one
+block) can be decoded in parallel. Under ``count`` each digit also needs its left neighbour in the
+same line, so a block is a chain of 15 decisions. ``step`` is meant for testing confidence-threshold
+decoding (`fast-dllm`) where several tokens per step *can* be right; no checkpoint is trained on it
+yet (docs/benchmarks.md, "Cache policies and thresholds on the shipped `builtin:tiny-scan`").
 
 Splits: ``train``, ``validation`` and ``test`` come from three independent seeded streams, and a
 row is kept only if its prompt is in no earlier split (test first, then validation, then train), so
@@ -47,7 +56,7 @@ from .text import too_long
 
 __all__ = ["scan_lines", "DigitScanTask", "DigitScanCorrect", "DigitScanDigits", "scan_verdict", "scan_credit"]
 
-Rule = Literal["count", "prefix", "pascal"]
+Rule = Literal["count", "prefix", "pascal", "step"]
 
 
 def scan_lines(digits: str, lines: int, rule: Rule) -> list[str]:
@@ -59,6 +68,9 @@ def scan_lines(digits: str, lines: int, rule: Rule) -> list[str]:
         for j, x in enumerate(above):
             if rule == "count":
                 row.append(((row[j - 1] if j else 0) + x % 2) % 10)
+                continue
+            if rule == "step":
+                row.append((x + (above[j - 1] if j else 0) % 2) % 10)
                 continue
             prev = (row[j - 1] if j else 0) if rule == "prefix" else (above[j - 1] if j else 0)
             row.append((prev + x) % 10)
@@ -107,8 +119,8 @@ def scan_credit(completion: str, answer: str, unit: Literal["digits", "lines"] =
 
 
 class DigitScanTask(remask.Task):
-    """Lines of digits below a random digit line, each a scan (running odd-count, prefix sum or Pascal
-    rule, mod 10) of the line above."""
+    """Lines of digits below a random digit line, each a scan (running odd-count, prefix sum, Pascal
+    rule or parity step, mod 10) of the line above."""
 
     name = "digit-scan"
     splits = ("train", "validation", "test")
@@ -119,7 +131,8 @@ class DigitScanTask(remask.Task):
         rule: Rule = Field(
             "count",
             description="count: y_j = y_{j-1} + (x_j mod 2), the running count of odd digits in the line above x; "
-            "prefix: y_j = y_{j-1} + x_j (running sum); pascal: y_j = x_j + x_{j-1}. All mod 10.",
+            "prefix: y_j = y_{j-1} + x_j (running sum); pascal: y_j = x_j + x_{j-1}; "
+            "step: y_j = x_j + (x_{j-1} mod 2), decidable in parallel from the line above. All mod 10.",
         )
         train_size: int = Field(50_000, ge=1, description="Rows of the train split.")
         validation_size: int = Field(500, ge=1, description="Rows of the validation split (SFT stops on it).")

@@ -15,6 +15,25 @@ def test_scan_rules_by_hand():
     assert scan_lines("31415", 2, "prefix") == ["34894", "37548"]
     assert scan_lines("31415", 2, "pascal") == ["34556", "37901"]
     assert scan_lines("9", 3, "prefix") == ["9", "9", "9"]
+    # step: x_j + (x_{j-1} mod 2); 9 + 1 wraps to 0
+    assert scan_lines("31415", 2, "step") == ["32516", "33527"]
+    assert scan_lines("99", 1, "step") == ["90"]
+
+
+def test_step_digits_depend_only_on_the_line_above():
+    # the parallel twin of count: changing a digit of line k moves only digits j and j+1 of line k+1
+    # (no chain along the line), whereas under count it moves every digit to its right
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        x = "".join(rng.choice("0123456789") for _ in range(12))
+        j = rng.randrange(11)
+        y = x[:j] + str((int(x[j]) + 1) % 10) + x[j + 1:]  # flips the parity of digit j
+        a, b = scan_lines(x, 1, "step")[0], scan_lines(y, 1, "step")[0]
+        assert {i for i in range(12) if a[i] != b[i]} == {j, j + 1}
+        a, b = scan_lines(x, 1, "count")[0], scan_lines(y, 1, "count")[0]
+        assert {i for i in range(12) if a[i] != b[i]} == set(range(j, 12))
 
 
 def _task(**kw):
