@@ -33,8 +33,8 @@ a 0/+1 step and the digit above decides the step, so the loss falls in stages.
 in the line above, so every digit of a line is decided by the finished line above it and a line (one
 block) can be decoded in parallel. Under ``count`` each digit also needs its left neighbour in the
 same line, so a block is a chain of 15 decisions. ``step`` is meant for testing confidence-threshold
-decoding (`fast-dllm`) where several tokens per step *can* be right; no checkpoint is trained on it
-yet (docs/benchmarks.md, "Cache policies and thresholds on the shipped `builtin:tiny-scan`").
+decoding (`fast-dllm`) where several tokens per step *can* be right (docs/benchmarks.md, "Threshold
+decoding where tokens are parallel"; no checkpoint on it is shipped).
 
 Splits: ``train``, ``validation`` and ``test`` come from three independent seeded streams, and a
 row is kept only if its prompt is in no earlier split (test first, then validation, then train), so
