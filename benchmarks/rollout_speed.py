@@ -156,21 +156,20 @@ def bare_passes_by_block(model: DiffusionModel, prompts: PromptBatch, gen_length
 class PassClock:
     """Times every ``BlockForward`` call (one model pass) while installed: the seconds the decoding
     loop spent inside the model, so that the rest of a rollout's time is the sampler's own work.
-    Every call is also recorded (its ``BlockForward``, block, whether it started the block, and a copy
-    of its input) so that :func:`replay_passes` can run exactly the same passes without the sampler."""
+    With ``record`` every call is also kept (its ``BlockForward``, block, whether it started the block,
+    and a copy of its input) so that :func:`replay_passes` can run exactly the same passes alone."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.seconds, self._call = device, 0.0, BlockForward.__call__
-        self.calls: list[tuple[int, bool]] = []  # (block start, full pass?) of every pass
+    def __init__(self, device: torch.device, record: bool = False) -> None:
+        self.device, self.seconds, self.record, self._call = device, 0.0, record, BlockForward.__call__
         self.recorded: list[tuple[BlockForward, int, int, bool, torch.Tensor]] = []
 
     def __enter__(self) -> "PassClock":
         call, timer = self._call, self
 
         def timed(passes: BlockForward, x: torch.Tensor) -> torch.Tensor:
-            full = passes.policy == "none" or passes.cache is None
-            timer.calls.append((passes.lo, full))
-            timer.recorded.append((passes, passes.lo, passes.hi, full, x.clone()))
+            if timer.record:
+                starts = passes.policy == "none" or passes.cache is None
+                timer.recorded.append((passes, passes.lo, passes.hi, starts, x.clone()))
             t = clock(timer.device)
             out = call(passes, x)
             timer.seconds += clock(timer.device) - t
@@ -210,7 +209,6 @@ class Timing:
     replayed: float  # median seconds of the same passes replayed alone
     ratios: list[float]  # rollout / replay, one per pair
     rollout: Any
-    calls: list[tuple[int, bool]]
 
     @property
     def overhead(self) -> float:
@@ -225,7 +223,7 @@ def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repe
     device = model.device
 
     def once() -> tuple[float, PassClock, Any]:
-        with PassClock(device) as passes:
+        with PassClock(device, record=pair) as passes:
             t = clock(device)
             out = sampler.sample(model, prompts, torch.Generator(device=device).manual_seed(0))
             return clock(device) - t, passes, out
@@ -245,7 +243,7 @@ def time_rollout(sampler: Any, model: DiffusionModel, prompts: PromptBatch, repe
             replays.append(replay)
             ratios.append(seconds / replay)
     return Timing(statistics.median(times), statistics.median(inside),
-                  statistics.median(replays) if replays else float("nan"), ratios, rollout, passes.calls)
+                  statistics.median(replays) if replays else float("nan"), ratios, rollout)
 
 
 def cases(gen_length: int, block_length: int, steps: int, temperature: float,
