@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/tiny_scan_eval.py builtin:tiny-scan --split test --limit 1000
     OMP_NUM_THREADS=1 python benchmarks/tiny_scan_eval.py runs/tiny-scan-sft/checkpoint-* --split validation
+    OMP_NUM_THREADS=1 python benchmarks/tiny_scan_eval.py builtin:tiny-step --rule step --split test --limit 1000
 
 Decodes with the sampler of examples/tiny-scan-sft.yaml (llada, gen_length 64, block_length 16, 64
 steps, temperature 0): exact match is the task's own parser (`digit-scan` `is_correct`), "digits" is
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+import typing
 from pathlib import Path
 
 import torch
+from remask_math.digit_scan import Rule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,10 +50,11 @@ def evaluate_checkpoint(path: str, split: str, limit: int, rule: str, batch: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoints", nargs="+", help="builtin:tiny-scan or save_pretrained / checkpoint directories")
+    ap.add_argument("checkpoints", nargs="+", help="builtin:tiny-scan, builtin:tiny-step or save_pretrained / checkpoint directories")
     ap.add_argument("--split", default="test", choices=["train", "validation", "test"])
     ap.add_argument("--limit", type=int, default=1000, help="first N rows of the split")
-    ap.add_argument("--rule", default="count", choices=["count", "prefix", "pascal"])
+    ap.add_argument("--rule", default="count", choices=list(typing.get_args(Rule)),
+                    help="the digit-scan rule the checkpoints were trained on (builtin:tiny-step: step)")
     ap.add_argument("--batch", type=int, default=250, help="prompts per sampler call")
     args = ap.parse_args()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -30,6 +30,7 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<mask>", "<unk>")
 BUILTIN_REBUILD = {
     "tiny-arith": "`remask sft examples/tiny-arith-sft.yaml`",
     "tiny-scan": "`remask sft examples/tiny-scan-sft.yaml`",
+    "tiny-step": "`remask sft examples/tiny-step-sft.yaml`",
 }
 
 
@@ -63,7 +64,7 @@ class TinyDiffusionModel(HFDiffusionModel):
             "random",
             description=(
                 "'random' for fresh weights of the size below (what `remask sft` trains from scratch), "
-                "'builtin:tiny-arith' or 'builtin:tiny-scan' for a shipped checkpoint, or a directory written "
+                "'builtin:tiny-arith', 'builtin:tiny-scan' or 'builtin:tiny-step' for a shipped checkpoint, or a directory written "
                 "by save_pretrained."
             ),
         )

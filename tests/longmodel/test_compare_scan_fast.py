@@ -188,3 +188,23 @@ def test_long_addendum_report_is_its_specs():
             assert run["train"]["steps"] == spec.budget.optimizer_steps
     report = (REPORT / "long" / "report.md").read_text()
     assert "## Paired by seed against `llada`" in report and "## Reading it" in report
+
+
+def test_step_companion_is_this_protocol_on_the_parallel_rule(spec_and_base, configs):
+    """examples/compare-step-fast.yaml: the same seeds, budget, evaluation and pipelines on builtin:tiny-step;
+    every pipeline differs from its tiny-scan twin only in the model, the digit-scan rule and its run directory."""
+    spec, _ = spec_and_base
+    step_spec, step_configs = pipeline_configs(ROOT / "examples" / "compare-step-fast.yaml")
+    assert (step_spec.seeds, step_spec.budget, step_spec.eval, step_spec.reference) == \
+        (spec.seeds, spec.budget, spec.eval, spec.reference)
+    assert list(step_configs) == list(configs)
+    for name, cfg in step_configs.items():
+        scan = configs[name]
+        assert cfg.model.params.path == "builtin:tiny-step" and cfg.task.params.rule == "step", name
+        assert cfg.model.params.model_dump(exclude={"path"}) == scan.model.params.model_dump(exclude={"path"})
+        assert cfg.task.params.model_dump(exclude={"rule"}) == scan.task.params.model_dump(exclude={"rule"})
+        for section in ("sampler", "objective", "advantage"):
+            assert getattr(cfg, section).dump() == getattr(scan, section).dump(), (name, section)
+        assert [r.dump() for r in cfg.rewards] == [r.dump() for r in scan.rewards], name
+        assert cfg.eval.model_dump() == scan.eval.model_dump(), name
+        assert cfg.train.model_dump(exclude={"output_dir"}) == scan.train.model_dump(exclude={"output_dir"}), name
